@@ -1,0 +1,518 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import type { Writable, Readable } from 'node:stream';
+import zlib from 'node:zlib';
+import { CHUNK_BYTES, deflateChunk } from './deflate-chunks.js';
+import { looksIncompressible } from './compressibility.js';
+import {
+  FLAG_DESCRIPTOR,
+  FLAG_UTF8,
+  MAX_U32,
+  METHOD_DEFLATE,
+  METHOD_STORE,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFREG,
+  centralRecord,
+  dataDescriptor,
+  endRecords,
+  localHeader,
+  type EntryHeader,
+} from './zip-format.js';
+
+/**
+ * Streaming ZIP writer. Entries are added in archive order; their data is read, hashed and
+ * deflated ahead of the writer by a small pool of tasks, and written strictly in order.
+ *
+ * Memory is bounded by `bufferBytes` (raw bytes read but not yet written) plus a few chunks of
+ * the entry being written; the central directory is spooled to a file, so memory does not grow
+ * with the number of entries either.
+ */
+
+export type ArchiveInput =
+  | { kind: 'file'; name: string; path: string; size: number; mode: number; mtimeMs: number }
+  | { kind: 'stream'; name: string; stream: Readable; mode: number; mtimeMs: number }
+  | { kind: 'dir'; name: string; mode: number; mtimeMs: number }
+  | { kind: 'symlink'; name: string; target: string; mode: number; mtimeMs: number };
+
+export interface WrittenEntry {
+  name: string;
+  kind: 'file' | 'dir' | 'symlink';
+  size: number;
+  compressedSize: number;
+  method: 'store' | 'deflate';
+  crc32: number;
+  /** SHA-256 of the content (files and symlink targets), hex. */
+  sha256: string | undefined;
+  mode: number;
+  mtimeMs: number;
+}
+
+export interface SkippedEntry {
+  name: string;
+  reason: string;
+}
+
+export interface ZipWriterOptions {
+  /** Deflate level 1..9 (default 6, as zip). */
+  level?: number;
+  /** Entries prepared ahead of the writer (default 8). */
+  concurrency?: number;
+  /** Upper bound on raw bytes read ahead of the writer (default 32 MiB). */
+  bufferBytes?: number;
+  /** Where the central directory is spooled until the end. */
+  spoolPath: string;
+  /** Never deflate (tests of the zip64 layout with big sparse files use this). */
+  storeOnly?: boolean;
+  onEntry?: (entry: WrittenEntry) => void;
+  onSkip?: (entry: SkippedEntry) => void;
+  /** Raw (uncompressed) bytes consumed, for progress. */
+  onProgress?: (rawBytes: number) => void;
+}
+
+/** Entries at or above this size get zip64 sizes up front (deflate may add a little). */
+const ZIP64_THRESHOLD = MAX_U32 - 64 * 1024 * 1024;
+/** How far the entry being written may read ahead of the writer. */
+const HEAD_READ_AHEAD = 4 * CHUNK_BYTES;
+
+interface Piece {
+  rawLength: number;
+  data: Promise<Buffer>;
+}
+
+interface HeaderInfo {
+  method: number;
+  /** Known before the header is written: sizes and CRC go in the local header, no descriptor. */
+  complete: boolean;
+  zip64: boolean;
+}
+
+class EntryTask {
+  pieces: Piece[] = [];
+  piecesTaken = 0;
+  pendingRaw = 0;
+  started = false;
+  finished = false;
+  header: HeaderInfo | undefined;
+  skipped: string | undefined;
+  error: unknown;
+  size = 0;
+  crc = 0;
+  sha256: string | undefined;
+  constructor(readonly input: ArchiveInput) {}
+}
+
+export class ZipWriter {
+  private readonly level: number;
+  private readonly concurrency: number;
+  private readonly bufferBytes: number;
+  private readonly queue: EntryTask[] = [];
+  private head: EntryTask | undefined;
+  private buffered = 0;
+  private running = 0;
+  private waiters: Array<() => void> = [];
+  private offset = 0;
+  private entryCount = 0;
+  private spool: fs.WriteStream;
+  private spoolBytes = 0;
+  private writerLoop: Promise<void>;
+  private closed = false;
+  private failure: unknown;
+  private readonly names = new Set<string>();
+
+  constructor(private readonly output: Writable, private readonly options: ZipWriterOptions) {
+    this.level = options.level ?? 6;
+    this.concurrency = options.concurrency ?? 8;
+    this.bufferBytes = options.bufferBytes ?? 32 * 1024 * 1024;
+    this.spool = fs.createWriteStream(options.spoolPath, { flags: 'wx', highWaterMark: 256 * 1024 });
+    this.spool.on('error', (err) => this.fail(err));
+    output.on('error', (err) => this.fail(err));
+    this.writerLoop = this.runWriter();
+    this.writerLoop.catch(() => {});
+  }
+
+  /** Queues an entry. Resolves once accepted; waits while the read-ahead queue is full. */
+  async add(input: ArchiveInput): Promise<void> {
+    this.throwIfFailed();
+    if (this.closed) throw new Error('ZipWriter: add() after finish()');
+    if (this.names.has(input.name)) throw new Error(`duplicate archive entry name: ${input.name}`);
+    this.names.add(input.name);
+    await this.waitUntil(() => this.failure !== undefined || this.queue.length < this.concurrency * 64);
+    this.throwIfFailed();
+    this.queue.push(new EntryTask(input));
+    this.startTasks();
+    this.notify();
+  }
+
+  /** Writes the central directory and end records; resolves with the archive size. */
+  async finish(): Promise<{ size: number; entries: number }> {
+    this.closed = true;
+    this.notify();
+    await this.writerLoop;
+    this.throwIfFailed();
+    await new Promise<void>((resolve, reject) => this.spool.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    const cdOffset = this.offset;
+    const spoolStream = fs.createReadStream(this.options.spoolPath, { highWaterMark: 1024 * 1024 });
+    for await (const chunk of spoolStream) await this.write(chunk as Buffer);
+    await this.write(endRecords(this.entryCount, cdOffset, this.spoolBytes));
+    await fs.promises.rm(this.options.spoolPath, { force: true });
+    return { size: this.offset, entries: this.entryCount };
+  }
+
+  /** Stops everything; the output is left as is for the caller to discard. */
+  async abort(reason: unknown): Promise<void> {
+    this.fail(reason);
+    await this.writerLoop.catch(() => {});
+    this.spool.destroy();
+    await fs.promises.rm(this.options.spoolPath, { force: true });
+  }
+
+  private fail(err: unknown): void {
+    if (this.failure === undefined) this.failure = err ?? new Error('archive writer failed');
+    this.notify();
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  private notify(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) w();
+  }
+
+  private async waitUntil(condition: () => boolean): Promise<void> {
+    while (!condition()) await new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
+
+  private startTasks(): void {
+    for (const task of this.queue) {
+      if (this.running >= this.concurrency) break;
+      if (task.started) continue;
+      task.started = true;
+      this.running++;
+      this.prepare(task)
+        .catch((err) => {
+          task.error = err;
+        })
+        .finally(() => {
+          task.finished = true;
+          this.running--;
+          this.startTasks();
+          this.notify();
+        });
+    }
+  }
+
+  /** May this task read another chunk now? The head always may (within its own read-ahead). */
+  private mayRead(task: EntryTask): boolean {
+    if (this.failure !== undefined) return true; // let it notice and stop
+    if (task === this.head || this.queue[0] === task) return task.pendingRaw < HEAD_READ_AHEAD;
+    return this.buffered + CHUNK_BYTES <= this.bufferBytes;
+  }
+
+  private async prepare(task: EntryTask): Promise<void> {
+    const input = task.input;
+    if (input.kind === 'dir') {
+      task.header = { method: METHOD_STORE, complete: true, zip64: false };
+      return;
+    }
+    if (input.kind === 'symlink') {
+      const data = Buffer.from(input.target, 'utf8');
+      task.size = data.length;
+      task.crc = zlib.crc32(data);
+      task.sha256 = crypto.createHash('sha256').update(data).digest('hex');
+      task.pieces.push({ rawLength: data.length, data: Promise.resolve(data) });
+      task.header = { method: METHOD_STORE, complete: true, zip64: false };
+      return;
+    }
+    let chunks: AsyncIterator<Buffer>;
+    let close: () => Promise<void>;
+    let expectedSize: number | undefined;
+    if (input.kind === 'file') {
+      let handle: fs.promises.FileHandle;
+      try {
+        handle = await fs.promises.open(input.path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      } catch (err) {
+        task.skipped = describeReadError(err);
+        return;
+      }
+      expectedSize = input.size;
+      chunks = readFileChunks(handle, input.size);
+      close = () => handle.close();
+    } else {
+      chunks = rechunk(input.stream)[Symbol.asyncIterator]();
+      close = async () => {
+        input.stream.destroy();
+      };
+    }
+    try {
+      await this.readChunks(task, chunks, expectedSize);
+    } catch (err) {
+      if (!task.header && input.kind === 'file') task.skipped = describeReadError(err);
+      else throw err;
+    } finally {
+      await close().catch(() => {});
+    }
+  }
+
+  private async readChunks(task: EntryTask, chunks: AsyncIterator<Buffer>, expectedSize: number | undefined): Promise<void> {
+    const hash = crypto.createHash('sha256');
+    let crc = 0;
+    let previous: Buffer | undefined;
+    let method: number | undefined;
+    let lastSubmitted = false;
+    const storeOnly = this.options.storeOnly === true;
+    const zip64 = expectedSize === undefined || expectedSize >= ZIP64_THRESHOLD;
+    for (;;) {
+      await this.waitUntil(() => this.mayRead(task));
+      this.throwIfFailed();
+      const next = await chunks.next();
+      if (next.done) break;
+      const chunk = next.value;
+      hash.update(chunk);
+      crc = zlib.crc32(chunk, crc);
+      task.size += chunk.length;
+      const isLast = expectedSize !== undefined && task.size >= expectedSize;
+      if (method === undefined) {
+        method = storeOnly || looksIncompressible(chunk) ? METHOD_STORE : METHOD_DEFLATE;
+        if (isLast) {
+          // The whole entry is in hand: try deflate, keep it only if it actually saves bytes.
+          task.crc = crc;
+          task.sha256 = hash.digest('hex');
+          let data = chunk;
+          if (method === METHOD_DEFLATE) {
+            const deflated = await deflateChunk(chunk, this.level, undefined, true);
+            if (deflated.length < chunk.length) data = deflated;
+            else method = METHOD_STORE;
+          }
+          this.account(task, chunk.length);
+          task.pieces.push({ rawLength: chunk.length, data: Promise.resolve(data) });
+          task.header = { method, complete: true, zip64 };
+          this.notify();
+          return;
+        }
+        task.header = { method, complete: false, zip64 };
+      }
+      const data = method === METHOD_DEFLATE ? deflateChunk(chunk, this.level, previous, isLast) : Promise.resolve(chunk);
+      data.catch(() => {});
+      previous = chunk;
+      lastSubmitted = isLast;
+      this.account(task, chunk.length);
+      task.pieces.push({ rawLength: chunk.length, data });
+      this.notify();
+      if (isLast) break;
+    }
+    if (method === undefined) {
+      // Empty file (or stream): no data, stored.
+      task.header = { method: METHOD_STORE, complete: true, zip64: false };
+    } else if (method === METHOD_DEFLATE && !lastSubmitted) {
+      // The source ended before the size we expected (or is a stream): close the deflate stream.
+      const data = deflateChunk(Buffer.alloc(0), this.level, undefined, true);
+      task.pieces.push({ rawLength: 0, data });
+    }
+    task.crc = crc;
+    task.sha256 = hash.digest('hex');
+  }
+
+  private account(task: EntryTask, n: number): void {
+    task.pendingRaw += n;
+    this.buffered += n;
+  }
+
+  private async runWriter(): Promise<void> {
+    for (;;) {
+      await this.waitUntil(() => this.failure !== undefined || this.queue.length > 0 || this.closed);
+      this.throwIfFailed();
+      const task = this.queue[0];
+      if (!task) {
+        if (this.closed) return;
+        continue;
+      }
+      this.head = task;
+      this.notify();
+      await this.writeEntry(task);
+      this.queue.shift();
+      this.startTasks();
+      this.notify();
+    }
+  }
+
+  private async writeEntry(task: EntryTask): Promise<void> {
+    const input = task.input;
+    await this.waitUntil(() => this.failure !== undefined || task.header !== undefined || task.finished);
+    this.throwIfFailed();
+    if (task.error !== undefined && !task.header) throw task.error;
+    if (task.skipped !== undefined || !task.header) {
+      this.options.onSkip?.({ name: input.name, reason: task.skipped ?? 'could not be read' });
+      return;
+    }
+    const info = task.header;
+    const nameBytes = Buffer.from(input.kind === 'dir' && !input.name.endsWith('/') ? `${input.name}/` : input.name, 'utf8');
+    let header: EntryHeader;
+    const localOffset = this.offset;
+    if (info.complete) {
+      // Everything is known: await the single piece so sizes and CRC go in the local header.
+      const data = task.pieces[0] ? await task.pieces[0].data : Buffer.alloc(0);
+      header = {
+        nameBytes,
+        method: info.method,
+        flags: FLAG_UTF8,
+        mtimeMs: input.mtimeMs,
+        crc32: task.crc,
+        compressedSize: data.length,
+        uncompressedSize: task.size,
+        zip64: info.zip64,
+      };
+      await this.write(localHeader(header));
+      if (data.length) await this.write(data);
+      this.release(task, task.size);
+    } else {
+      header = {
+        nameBytes,
+        method: info.method,
+        flags: FLAG_UTF8 | FLAG_DESCRIPTOR,
+        mtimeMs: input.mtimeMs,
+        crc32: 0,
+        compressedSize: 0,
+        uncompressedSize: 0,
+        zip64: info.zip64,
+      };
+      await this.write(localHeader(header));
+      let compressed = 0;
+      for (;;) {
+        await this.waitUntil(() => this.failure !== undefined || task.piecesTaken < task.pieces.length || task.finished);
+        this.throwIfFailed();
+        const piece = task.pieces[task.piecesTaken];
+        if (!piece) {
+          if (task.error !== undefined) throw task.error;
+          break;
+        }
+        task.pieces[task.piecesTaken] = undefined as unknown as Piece; // let the chunk be collected
+        task.piecesTaken++;
+        const data = await piece.data;
+        compressed += data.length;
+        await this.write(data);
+        this.release(task, piece.rawLength);
+      }
+      header.crc32 = task.crc;
+      header.compressedSize = compressed;
+      header.uncompressedSize = task.size;
+      if (!header.zip64 && (compressed >= MAX_U32 || task.size >= MAX_U32)) {
+        throw new Error(`${input.name}: grew past 4 GiB while being archived; retry the backup`);
+      }
+      await this.write(dataDescriptor(header));
+    }
+    const typeBits = input.kind === 'dir' ? S_IFDIR : input.kind === 'symlink' ? S_IFLNK : S_IFREG;
+    const mode = typeBits | (input.mode & 0o7777);
+    this.spoolRecord(centralRecord(header, mode, input.kind === 'dir', localOffset));
+    this.entryCount++;
+    this.options.onEntry?.({
+      name: input.name,
+      kind: input.kind === 'stream' ? 'file' : input.kind,
+      size: task.size,
+      compressedSize: header.compressedSize,
+      method: header.method === METHOD_DEFLATE ? 'deflate' : 'store',
+      crc32: task.crc,
+      sha256: task.sha256,
+      mode: input.mode & 0o7777,
+      mtimeMs: input.mtimeMs,
+    });
+  }
+
+  private release(task: EntryTask, n: number): void {
+    task.pendingRaw -= n;
+    this.buffered -= n;
+    if (n > 0) this.options.onProgress?.(n);
+    this.notify();
+  }
+
+  private spoolRecord(record: Buffer): void {
+    this.spoolBytes += record.length;
+    this.spool.write(record);
+  }
+
+  private async write(buf: Buffer): Promise<void> {
+    this.throwIfFailed();
+    this.offset += buf.length;
+    if (!this.output.write(buf)) {
+      await this.waitForDrain();
+    }
+  }
+
+  private waitForDrain(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onDrain = () => {
+        cleanup();
+        resolve();
+      };
+      const onError = (err: unknown) => {
+        cleanup();
+        reject(err);
+      };
+      const onClose = () => {
+        cleanup();
+        reject(this.failure ?? new Error('archive output closed before the archive was complete'));
+      };
+      const cleanup = () => {
+        this.output.off('drain', onDrain);
+        this.output.off('error', onError);
+        this.output.off('close', onClose);
+      };
+      this.output.on('drain', onDrain);
+      this.output.on('error', onError);
+      this.output.on('close', onClose);
+    });
+  }
+}
+
+/** Reads a file in CHUNK_BYTES pieces, never more than `size` bytes (the size the walk saw). */
+async function* readFileChunksGen(handle: fs.promises.FileHandle, size: number): AsyncGenerator<Buffer> {
+  let position = 0;
+  while (position < size) {
+    const want = Math.min(CHUNK_BYTES, size - position);
+    const buf = Buffer.allocUnsafe(want);
+    let filled = 0;
+    while (filled < want) {
+      const { bytesRead } = await handle.read(buf, filled, want - filled, position + filled);
+      if (bytesRead === 0) break;
+      filled += bytesRead;
+    }
+    if (filled === 0) return; // the file shrank
+    position += filled;
+    yield filled === want ? buf : buf.subarray(0, filled);
+    if (filled < want) return;
+  }
+}
+
+function readFileChunks(handle: fs.promises.FileHandle, size: number): AsyncIterator<Buffer> {
+  return readFileChunksGen(handle, size);
+}
+
+/** Re-cuts a stream into CHUNK_BYTES pieces so deflate work units stay the same size. */
+async function* rechunk(stream: Readable): AsyncGenerator<Buffer> {
+  let parts: Buffer[] = [];
+  let length = 0;
+  for await (const part of stream) {
+    const buf = Buffer.isBuffer(part) ? part : Buffer.from(part as string);
+    parts.push(buf);
+    length += buf.length;
+    while (length >= CHUNK_BYTES) {
+      const all = Buffer.concat(parts, length);
+      yield all.subarray(0, CHUNK_BYTES);
+      const rest = all.subarray(CHUNK_BYTES);
+      parts = rest.length ? [rest] : [];
+      length = rest.length;
+    }
+  }
+  if (length > 0) yield Buffer.concat(parts, length);
+}
+
+function describeReadError(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'EACCES' || code === 'EPERM') return 'permission denied (not readable by this user)';
+  if (code === 'ENOENT') return 'vanished while the backup ran';
+  if (code === 'ELOOP') return 'became a symlink while the backup ran';
+  return err instanceof Error ? err.message : String(err);
+}
