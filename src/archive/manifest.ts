@@ -1,0 +1,150 @@
+import fs from 'node:fs';
+import { z } from 'zod';
+import { StowageError } from '../errors.js';
+
+/**
+ * The manifest (`stowage.json`, the last entry of every archive). docs/FORMAT.md is its
+ * specification; this schema is the reader's check of it.
+ */
+export const MANIFEST_NAME = 'stowage.json';
+export const FORMAT_NAME = 'stowage-backup';
+export const FORMAT_VERSION = 1;
+
+const entrySchema = z.object({
+  path: z.string().min(1),
+  type: z.enum(['file', 'dir', 'symlink']),
+  size: z.number().int().nonnegative(),
+  mode: z.string().regex(/^0[0-7]{3,4}$/),
+  mtime: z.string(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+  target: z.string().optional(),
+});
+
+const sourceSchema = z.object({
+  name: z.string().min(1),
+  kind: z.string().min(1),
+  path: z.string(),
+  files: z.number().int().nonnegative(),
+  dirs: z.number().int().nonnegative(),
+  symlinks: z.number().int().nonnegative(),
+  bytes: z.number().int().nonnegative(),
+  excludes: z.array(z.string()),
+});
+
+export const manifestSchema = z.object({
+  format: z.literal(FORMAT_NAME),
+  formatVersion: z.number().int().positive(),
+  id: z.string().min(1),
+  key: z.string().min(1),
+  name: z.string(),
+  description: z.string(),
+  createdAt: z.string(),
+  trigger: z.string(),
+  hostname: z.string(),
+  app: z.object({ name: z.string(), version: z.string(), labels: z.record(z.string(), z.string()) }),
+  stowage: z.object({ version: z.string() }),
+  sources: z.array(sourceSchema),
+  excludes: z.array(z.string()),
+  warnings: z.array(z.object({ path: z.string(), reason: z.string() })),
+  entries: z.array(entrySchema),
+});
+
+export type Manifest = z.infer<typeof manifestSchema>;
+export type ManifestEntry = z.infer<typeof entrySchema>;
+export type ManifestSource = z.infer<typeof sourceSchema>;
+export type ManifestHeader = Omit<Manifest, 'entries'>;
+
+export function formatMode(mode: number): string {
+  return `0${(mode & 0o7777).toString(8).padStart(3, '0')}`;
+}
+
+/**
+ * Entries are spooled to a file while the archive is written (memory stays flat however many
+ * files there are) and joined with the header at the end, entries last.
+ */
+export class ManifestSpool {
+  private readonly fd: number;
+  private count = 0;
+  private pending: string[] = [];
+  private pendingBytes = 0;
+
+  constructor(private readonly spoolPath: string) {
+    this.fd = fs.openSync(spoolPath, 'wx');
+  }
+
+  add(entry: ManifestEntry): void {
+    const line = `${this.count === 0 ? '' : ',\n'}${JSON.stringify(entry)}`;
+    this.count++;
+    this.pending.push(line);
+    this.pendingBytes += line.length;
+    if (this.pendingBytes > 256 * 1024) this.flush();
+  }
+
+  private flush(): void {
+    if (!this.pending.length) return;
+    fs.writeSync(this.fd, this.pending.join(''));
+    this.pending = [];
+    this.pendingBytes = 0;
+  }
+
+  /** Writes the complete manifest to `outPath` and removes the spool. */
+  finish(header: ManifestHeader, outPath: string): void {
+    this.flush();
+    fs.closeSync(this.fd);
+    const head = JSON.stringify(header, null, 2);
+    const out = fs.openSync(outPath, 'wx');
+    try {
+      fs.writeSync(out, `${head.slice(0, -2)},\n  "entries": [\n`);
+      const buf = Buffer.allocUnsafe(1024 * 1024);
+      const inFd = fs.openSync(this.spoolPath, 'r');
+      try {
+        for (;;) {
+          const n = fs.readSync(inFd, buf, 0, buf.length, null);
+          if (n === 0) break;
+          fs.writeSync(out, buf, 0, n);
+        }
+      } finally {
+        fs.closeSync(inFd);
+      }
+      fs.writeSync(out, '\n  ]\n}\n');
+    } finally {
+      fs.closeSync(out);
+    }
+    fs.rmSync(this.spoolPath, { force: true });
+  }
+
+  discard(): void {
+    try {
+      fs.closeSync(this.fd);
+    } catch {
+      // already closed
+    }
+    fs.rmSync(this.spoolPath, { force: true });
+  }
+}
+
+/** Parses and checks a manifest; refuses newer format versions with a clear message. */
+export function parseManifest(text: string): Manifest {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new StowageError('ARCHIVE_INVALID', `the manifest ${MANIFEST_NAME} is not valid JSON (${(err as Error).message}); the archive is damaged or was not made by Stowage`);
+  }
+  const obj = raw as { format?: unknown; formatVersion?: unknown };
+  if (!obj || typeof obj !== 'object' || obj.format !== FORMAT_NAME) {
+    throw new StowageError('ARCHIVE_INVALID', `${MANIFEST_NAME} does not describe a Stowage backup (format is not "${FORMAT_NAME}")`);
+  }
+  if (typeof obj.formatVersion === 'number' && obj.formatVersion > FORMAT_VERSION) {
+    throw new StowageError(
+      'FORMAT_UNSUPPORTED',
+      `this backup uses archive format version ${obj.formatVersion}, made by a newer Stowage; this Stowage reads up to version ${FORMAT_VERSION}. Upgrade Stowage to restore it`,
+    );
+  }
+  const parsed = manifestSchema.safeParse(raw);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0]!;
+    throw new StowageError('ARCHIVE_INVALID', `the manifest ${MANIFEST_NAME} is malformed at ${first.path.join('.') || '(top)'}: ${first.message}`);
+  }
+  return parsed.data;
+}

@@ -1,0 +1,132 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { StowageError } from '../errors.js';
+import { configSchema, type ParsedConfig, type SourceConfig } from './schema.js';
+
+export const CONFIG_FILE_NAME = 'stowage.yaml';
+
+/** A configuration with every path made absolute. */
+export interface StowageConfig {
+  /** The file it came from; null when the embedded default applies. */
+  configPath: string | null;
+  dataDir: string;
+  storage: { type: 'local'; path: string };
+  app: { name: string; version?: string; versionCommand?: string; labels: Record<string, string> };
+  sources: SourceConfig[];
+  excludes: string[];
+  restore: ParsedConfig['restore'];
+  compression: ParsedConfig['compression'];
+}
+
+export interface LoadOptions {
+  /** --config */
+  configPath?: string;
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * Finds and loads the configuration: --config, then STOWAGE_CONFIG, then stowage.yaml in the
+ * working directory, else the embedded default (a demo application inside the data folder).
+ */
+export function loadConfig(options: LoadOptions = {}): StowageConfig {
+  const env = options.env ?? process.env;
+  const cwd = options.cwd ?? process.cwd();
+  const explicit = options.configPath ?? env.STOWAGE_CONFIG;
+  if (explicit) {
+    const file = path.resolve(cwd, explicit);
+    if (!fs.existsSync(file)) {
+      throw new StowageError('CONFIG_NOT_FOUND', `configuration file ${file} does not exist; create one with "stowage init"`);
+    }
+    return loadConfigFile(file, env);
+  }
+  const found = path.join(cwd, CONFIG_FILE_NAME);
+  if (fs.existsSync(found)) return loadConfigFile(found, env);
+  return defaultConfig(cwd, env);
+}
+
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): StowageConfig {
+  const text = fs.readFileSync(file, 'utf8');
+  const doc = parseDocument(text, { prettyErrors: true });
+  if (doc.errors.length > 0) {
+    const first = doc.errors[0]!;
+    throw new StowageError('CONFIG_INVALID', `${file}: not valid YAML: ${first.message}`);
+  }
+  const raw = substituteEnv(doc.toJS() ?? {}, env, []);
+  return resolveConfig(parseConfig(raw, file), path.dirname(file), file);
+}
+
+/** Validates a plain object; field errors are collected into one readable message. */
+export function parseConfig(raw: unknown, origin = 'configuration'): ParsedConfig {
+  const result = configSchema.safeParse(raw);
+  if (result.success) return result.data;
+  const fields = formatIssues(result.error.issues);
+  const list = fields.map((f) => `  - ${f.field}: ${f.message}`).join('\n');
+  throw new StowageError('CONFIG_INVALID', `${origin} is not valid:\n${list}`, { details: { fields } });
+}
+
+export function formatIssues(issues: z.core.$ZodIssue[]): Array<{ field: string; message: string }> {
+  return issues.map((issue) => {
+    const field = issue.path.length ? issue.path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('') : '(top level)';
+    let message = issue.message;
+    if (issue.code === 'unrecognized_keys') message = `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')} (check the spelling; see "stowage init" for every field)`;
+    return { field, message };
+  });
+}
+
+/** `${NAME}` in any string value reads the environment, so secrets stay out of the file. */
+function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, at: Array<string | number>): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+      const v = env[name];
+      if (v === undefined) {
+        const field = at.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? p : `.${p}`)).join('');
+        throw new StowageError('CONFIG_INVALID', `${field}: environment variable ${name} is not set (the value refers to \${${name}})`, {
+          details: { fields: [{ field, message: `environment variable ${name} is not set` }] },
+        });
+      }
+      return v;
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, env, [...at, i]));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, substituteEnv(v, env, [...at, k])]));
+  }
+  return value;
+}
+
+export function resolveConfig(parsed: ParsedConfig, baseDir: string, configPath: string | null): StowageConfig {
+  const dataDir = path.resolve(baseDir, parsed.dataDir);
+  return {
+    configPath,
+    dataDir,
+    storage: { type: 'local', path: parsed.storage.path ? path.resolve(baseDir, parsed.storage.path) : path.join(dataDir, 'backups') },
+    app: parsed.app,
+    sources: parsed.sources.map((s) => ({ ...s, path: path.resolve(baseDir, s.path) })),
+    excludes: parsed.excludes,
+    restore: parsed.restore,
+    compression: parsed.compression,
+  };
+}
+
+/** The embedded default: protects a demo application that Stowage creates in the data folder. */
+export function defaultConfig(cwd: string, env: NodeJS.ProcessEnv = process.env): StowageConfig {
+  const dataDir = env.STOWAGE_DATA_DIR ? path.resolve(cwd, env.STOWAGE_DATA_DIR) : path.join(cwd, 'stowage-data');
+  const demo = path.join(dataDir, 'demo-app');
+  const parsed = parseConfig({
+    dataDir,
+    app: { name: 'demo-app', version: '1.0.0', labels: { model: 'demo', serial: 'DEMO-0001' } },
+    sources: [
+      // The database is its own source (a consistent snapshot), so the folder source skips its files.
+      { name: 'files', kind: 'dir', path: demo, exclude: ['data.db', 'data.db-wal', 'data.db-shm', 'data.db-journal', 'logs'] },
+      { name: 'db', kind: 'sqlite', path: path.join(demo, 'data.db') },
+    ],
+  });
+  return { ...resolveConfig(parsed, cwd, null) };
+}
+
+export function isDefaultConfig(config: StowageConfig): boolean {
+  return config.configPath === null;
+}

@@ -1,0 +1,45 @@
+/** The commented stowage.yaml that `stowage init` writes. */
+export function configTemplate(appName: string): string {
+  return `# Stowage configuration. Every field is optional unless marked required.
+# Values may read the environment: password: \${MY_SECRET}
+# Check it with: stowage show-config
+
+# Catalogue, temporary files and the restore journal live here.
+dataDir: ./stowage-data
+
+# Where archives are kept. Default: <dataDir>/backups
+storage:
+  type: local
+  # path: /var/backups/${appName}
+
+# Recorded in every backup's manifest (hostname is added automatically).
+app:
+  name: ${appName}
+  version: "1.0.0"              # or: versionCommand: "myapp --version"
+  labels: {}                    # e.g. { model: "x1", serial: "ABC123" }
+
+# What to back up. Each source becomes a folder of that name in the archive.
+sources:
+  - name: files                 # required, a-z 0-9 _ - .
+    kind: dir                   # a folder
+    path: ./data                # required
+    exclude:                    # Python fnmatch rules, relative to path; "*" also matches "/"
+      - logs                    # a folder rule excludes everything below it
+      - "*.tmp"
+  # - name: db
+  #   kind: sqlite              # consistent snapshot of a live SQLite database
+  #   path: ./data/app.db
+
+# Rules applied to every dir source (Stowage's own dataDir is always excluded).
+excludes: []
+
+restore:
+  enabled: true                 # env STOWAGE_RESTORE_UNSUPPORTED=true turns restore off
+  versionPolicy: same-or-older  # any | same-or-older | same (app version of backup vs now)
+  safetyBackup: true            # back up the current state before restoring over it
+  keepPrevious: false           # keep the replaced files, dated, next to the target
+
+compression:
+  level: 6                      # 1 fastest .. 9 smallest; incompressible files are always stored
+`;
+}

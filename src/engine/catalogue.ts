@@ -1,0 +1,271 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+
+/**
+ * The catalogue: what Stowage knows about each backup beyond the bytes in storage (status,
+ * failure reason, trigger, metadata), and the persisted restore status. Storage stays the truth
+ * for which archives exist; the catalogue is how a failed backup stays visible with its reason.
+ *
+ * SQLite (WAL) so that a CLI process and a server can share it safely.
+ */
+export type BackupStatus = 'started' | 'uploading' | 'completed' | 'failed';
+export type BackupTrigger = 'manual' | 'schedule' | 'upload' | 'api' | 'pre-restore';
+export type RestoreState = 'not_run' | 'started' | 'failed' | 'completed' | 'completed_with_errors';
+
+export interface SourceSummary {
+  name: string;
+  kind: string;
+  path: string;
+  files: number;
+  bytes: number;
+}
+
+export interface BackupRecord {
+  key: string;
+  id: string;
+  name: string;
+  description: string;
+  status: BackupStatus;
+  statusMessage: string;
+  trigger: BackupTrigger;
+  createdAt: string;
+  completedAt: string | null;
+  size: number;
+  hostname: string;
+  appName: string;
+  appVersion: string;
+  labels: Record<string, string>;
+  sources: SourceSummary[];
+  excludes: string[];
+  warnings: Array<{ path: string; reason: string }>;
+  encrypted: boolean;
+}
+
+export interface SourceRestoreResult {
+  name: string;
+  kind: string;
+  target: string;
+  status: 'restored' | 'skipped' | 'failed' | 'rolled_back' | 'pending';
+  files: number;
+  bytes: number;
+  errors: string[];
+}
+
+export interface RestoreStatusRecord {
+  status: RestoreState;
+  key: string | null;
+  startedAt: string | null;
+  lastRestoreTime: string | null;
+  message: string;
+  safetyBackupKey: string | null;
+  sources: SourceRestoreResult[];
+}
+
+const MIGRATIONS: string[] = [
+  `CREATE TABLE backups (
+     key TEXT PRIMARY KEY,
+     id TEXT NOT NULL UNIQUE,
+     name TEXT NOT NULL,
+     description TEXT NOT NULL DEFAULT '',
+     status TEXT NOT NULL,
+     status_message TEXT NOT NULL DEFAULT '',
+     trigger TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     completed_at TEXT,
+     size INTEGER NOT NULL DEFAULT 0,
+     hostname TEXT NOT NULL DEFAULT '',
+     app_name TEXT NOT NULL DEFAULT '',
+     app_version TEXT NOT NULL DEFAULT '',
+     labels TEXT NOT NULL DEFAULT '{}',
+     sources TEXT NOT NULL DEFAULT '[]',
+     excludes TEXT NOT NULL DEFAULT '[]',
+     warnings TEXT NOT NULL DEFAULT '[]',
+     encrypted INTEGER NOT NULL DEFAULT 0,
+     pid INTEGER,
+     updated_at TEXT NOT NULL
+   );
+   CREATE INDEX backups_created ON backups(created_at);
+   CREATE TABLE restore_status (
+     id INTEGER PRIMARY KEY CHECK (id = 1),
+     status TEXT NOT NULL,
+     key TEXT,
+     started_at TEXT,
+     last_restore_time TEXT,
+     message TEXT NOT NULL DEFAULT '',
+     safety_backup_key TEXT,
+     sources TEXT NOT NULL DEFAULT '[]',
+     updated_at TEXT NOT NULL
+   );`,
+];
+
+interface BackupRow {
+  key: string;
+  id: string;
+  name: string;
+  description: string;
+  status: BackupStatus;
+  status_message: string;
+  trigger: BackupTrigger;
+  created_at: string;
+  completed_at: string | null;
+  size: number;
+  hostname: string;
+  app_name: string;
+  app_version: string;
+  labels: string;
+  sources: string;
+  excludes: string;
+  warnings: string;
+  encrypted: number;
+}
+
+function fromRow(r: BackupRow): BackupRecord {
+  return {
+    key: r.key,
+    id: r.id,
+    name: r.name,
+    description: r.description,
+    status: r.status,
+    statusMessage: r.status_message,
+    trigger: r.trigger,
+    createdAt: r.created_at,
+    completedAt: r.completed_at,
+    size: r.size,
+    hostname: r.hostname,
+    appName: r.app_name,
+    appVersion: r.app_version,
+    labels: JSON.parse(r.labels) as Record<string, string>,
+    sources: JSON.parse(r.sources) as SourceSummary[],
+    excludes: JSON.parse(r.excludes) as string[],
+    warnings: JSON.parse(r.warnings) as Array<{ path: string; reason: string }>,
+    encrypted: r.encrypted === 1,
+  };
+}
+
+export class Catalogue {
+  private readonly db: Database.Database;
+
+  constructor(dataDir: string) {
+    fs.mkdirSync(dataDir, { recursive: true });
+    this.db = new Database(path.join(dataDir, 'stowage.db'), { timeout: 10_000 });
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = FULL');
+    this.migrate();
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      this.db.transaction(() => {
+        this.db.exec(MIGRATIONS[v]!);
+        this.db.pragma(`user_version = ${v + 1}`);
+      }).immediate();
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  insertBackup(record: BackupRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO backups (key, id, name, description, status, status_message, trigger, created_at, completed_at, size, hostname,
+           app_name, app_version, labels, sources, excludes, warnings, encrypted, pid, updated_at)
+         VALUES (@key, @id, @name, @description, @status, @statusMessage, @trigger, @createdAt, @completedAt, @size, @hostname,
+           @appName, @appVersion, @labels, @sources, @excludes, @warnings, @encrypted, @pid, @updatedAt)
+         ON CONFLICT(key) DO UPDATE SET id = excluded.id, name = excluded.name, description = excluded.description, status = excluded.status,
+           status_message = excluded.status_message, trigger = excluded.trigger, created_at = excluded.created_at,
+           completed_at = excluded.completed_at, size = excluded.size, hostname = excluded.hostname, app_name = excluded.app_name,
+           app_version = excluded.app_version, labels = excluded.labels, sources = excluded.sources, excludes = excluded.excludes,
+           warnings = excluded.warnings, encrypted = excluded.encrypted, pid = excluded.pid, updated_at = excluded.updated_at`,
+      )
+      .run({
+        ...record,
+        labels: JSON.stringify(record.labels),
+        sources: JSON.stringify(record.sources),
+        excludes: JSON.stringify(record.excludes),
+        warnings: JSON.stringify(record.warnings),
+        encrypted: record.encrypted ? 1 : 0,
+        pid: process.pid,
+        updatedAt: new Date().toISOString(),
+      });
+  }
+
+  updateBackup(key: string, patch: Partial<Pick<BackupRecord, 'status' | 'statusMessage' | 'size' | 'completedAt' | 'sources' | 'warnings' | 'excludes' | 'appVersion'>>): void {
+    const sets: string[] = [];
+    const values: Record<string, unknown> = { key, updatedAt: new Date().toISOString() };
+    const columns: Record<string, string> = {
+      status: 'status',
+      statusMessage: 'status_message',
+      size: 'size',
+      completedAt: 'completed_at',
+      sources: 'sources',
+      warnings: 'warnings',
+      excludes: 'excludes',
+      appVersion: 'app_version',
+    };
+    for (const [k, v] of Object.entries(patch)) {
+      const column = columns[k];
+      if (!column) continue;
+      sets.push(`${column} = @${k}`);
+      values[k] = typeof v === 'object' && v !== null ? JSON.stringify(v) : v;
+    }
+    if (!sets.length) return;
+    this.db.prepare(`UPDATE backups SET ${sets.join(', ')}, updated_at = @updatedAt WHERE key = @key`).run(values);
+  }
+
+  getBackup(key: string): BackupRecord | null {
+    const row = this.db.prepare('SELECT * FROM backups WHERE key = ?').get(key) as BackupRow | undefined;
+    return row ? fromRow(row) : null;
+  }
+
+  listBackups(): BackupRecord[] {
+    return (this.db.prepare('SELECT * FROM backups ORDER BY created_at DESC, key DESC').all() as BackupRow[]).map(fromRow);
+  }
+
+  deleteBackup(key: string): void {
+    this.db.prepare('DELETE FROM backups WHERE key = ?').run(key);
+  }
+
+  /** Backups left `started`/`uploading` by a process that is gone: they failed, say so. */
+  failInterrupted(isRunning: (pid: number) => boolean): string[] {
+    const rows = this.db.prepare(`SELECT key, pid FROM backups WHERE status IN ('started', 'uploading')`).all() as Array<{ key: string; pid: number | null }>;
+    const failed: string[] = [];
+    for (const r of rows) {
+      if (r.pid !== null && isRunning(r.pid)) continue;
+      this.updateBackup(r.key, { status: 'failed', statusMessage: 'interrupted: the Stowage process stopped before the backup completed (crash, kill or power loss); run the backup again' });
+      failed.push(r.key);
+    }
+    return failed;
+  }
+
+  getRestoreStatus(): RestoreStatusRecord {
+    const row = this.db.prepare('SELECT * FROM restore_status WHERE id = 1').get() as
+      | { status: RestoreState; key: string | null; started_at: string | null; last_restore_time: string | null; message: string; safety_backup_key: string | null; sources: string }
+      | undefined;
+    if (!row) return { status: 'not_run', key: null, startedAt: null, lastRestoreTime: null, message: 'no restore has been run', safetyBackupKey: null, sources: [] };
+    return {
+      status: row.status,
+      key: row.key,
+      startedAt: row.started_at,
+      lastRestoreTime: row.last_restore_time,
+      message: row.message,
+      safetyBackupKey: row.safety_backup_key,
+      sources: JSON.parse(row.sources) as SourceRestoreResult[],
+    };
+  }
+
+  setRestoreStatus(s: RestoreStatusRecord): void {
+    this.db
+      .prepare(
+        `INSERT INTO restore_status (id, status, key, started_at, last_restore_time, message, safety_backup_key, sources, updated_at)
+         VALUES (1, @status, @key, @startedAt, @lastRestoreTime, @message, @safetyBackupKey, @sources, @updatedAt)
+         ON CONFLICT(id) DO UPDATE SET status = excluded.status, key = excluded.key, started_at = excluded.started_at,
+           last_restore_time = excluded.last_restore_time, message = excluded.message, safety_backup_key = excluded.safety_backup_key,
+           sources = excluded.sources, updated_at = excluded.updated_at`,
+      )
+      .run({ ...s, sources: JSON.stringify(s.sources), updatedAt: new Date().toISOString() });
+  }
+}

@@ -1,0 +1,74 @@
+import { EventEmitter } from 'node:events';
+import type { BackupRecord, RestoreStatusRecord } from '../engine/catalogue.js';
+
+/**
+ * The events the engine emits. One bus feeds library users, and later the server's SSE stream
+ * and webhooks, so payloads are plain JSON-serialisable objects.
+ */
+export interface Progress {
+  /** What is happening now: scanning, archiving, verifying, staging, swapping, ... */
+  phase: string;
+  files: number;
+  filesTotal: number;
+  bytes: number;
+  bytesTotal: number;
+  /** ms since the job started. */
+  elapsedMs: number;
+}
+
+export interface StowageEvents {
+  'backup.started': { key: string; trigger: string; sources: string[] };
+  'backup.progress': { key: string } & Progress;
+  'backup.created': { key: string; path: string | null; size: number; excludes: string[]; trigger: string; backup: BackupRecord };
+  'backup.failed': { key: string; trigger: string; error: { code: string; message: string } };
+  'backup.deleted': { key: string };
+  'restore.started': { key: string; sources: string[]; dryRun: boolean };
+  'restore.progress': { key: string } & Progress;
+  'restore.completed': { key: string; status: RestoreStatusRecord };
+  'restore.failed': { key: string; error: { code: string; message: string }; status: RestoreStatusRecord };
+  'verify.progress': { key: string } & Progress;
+}
+
+export type StowageEventName = keyof StowageEvents;
+
+/** A typed EventEmitter: listeners get the payload type of the event they subscribe to. */
+export class StowageEmitter {
+  private readonly emitter = new EventEmitter();
+
+  on<E extends StowageEventName>(event: E, listener: (payload: StowageEvents[E]) => void): this {
+    this.emitter.on(event, listener);
+    return this;
+  }
+
+  once<E extends StowageEventName>(event: E, listener: (payload: StowageEvents[E]) => void): this {
+    this.emitter.once(event, listener);
+    return this;
+  }
+
+  off<E extends StowageEventName>(event: E, listener: (payload: StowageEvents[E]) => void): this {
+    this.emitter.off(event, listener);
+    return this;
+  }
+
+  /** Listener errors are reported, never allowed to break a backup or restore. */
+  emit<E extends StowageEventName>(event: E, payload: StowageEvents[E]): void {
+    for (const listener of this.emitter.listeners(event)) {
+      try {
+        (listener as (p: StowageEvents[E]) => void)(payload);
+      } catch (err) {
+        process.emitWarning(`stowage: a listener for ${event} threw: ${(err as Error).message}`);
+      }
+    }
+  }
+}
+
+/** Computes a throttled progress reporter: at most one event per interval, plus the final one. */
+export function progressThrottle(emit: (p: Progress) => void, intervalMs = 200): (p: Progress, force?: boolean) => void {
+  let last = 0;
+  return (p, force = false) => {
+    const now = Date.now();
+    if (!force && now - last < intervalMs) return;
+    last = now;
+    emit(p);
+  };
+}

@@ -1,0 +1,17 @@
+import type { SourceConfig } from '../config/schema.js';
+import { DirSource } from './dir.js';
+import { SqliteSource } from './sqlite.js';
+import type { Source } from './source.js';
+
+export function createSource(config: SourceConfig): Source {
+  switch (config.kind) {
+    case 'dir':
+      return new DirSource(config.name, config.path);
+    case 'sqlite':
+      return new SqliteSource(config.name, config.path);
+  }
+}
+
+export { DirSource, SqliteSource };
+export type { Source, BackupContext } from './source.js';
+export { ExcludeRules, fnmatchToRegExp } from './fnmatch.js';

@@ -1,0 +1,154 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { StowageError } from '../errors.js';
+import { fsyncDir } from '../fs/durable.js';
+import { assertValidKey, isValidKey } from './keys.js';
+import type { LocalCopy, Storage, StoredObject, Upload } from './storage.js';
+
+const TEMP_PREFIX = '.stowage-upload-';
+
+/**
+ * Archives as files in one folder. Uploads go to a hidden temporary file in the same folder
+ * (same filesystem), are fsynced, then renamed over nothing (link + unlink, so an existing key
+ * is never replaced), and the folder is fsynced so the name survives a power cut.
+ */
+export class LocalStorage implements Storage {
+  readonly description: string;
+
+  constructor(readonly root: string) {
+    this.description = `local folder ${root}`;
+  }
+
+  private pathOf(key: string): string {
+    return path.join(this.root, assertValidKey(key));
+  }
+
+  async createUpload(key: string): Promise<Upload> {
+    const final = this.pathOf(key);
+    await fs.promises.mkdir(this.root, { recursive: true });
+    const temp = path.join(this.root, `${TEMP_PREFIX}${key}.${crypto.randomBytes(6).toString('hex')}`);
+    const stream = fs.createWriteStream(temp, { flags: 'wx', highWaterMark: 1024 * 1024 });
+    let opened: Promise<void> = new Promise((resolve, reject) => {
+      stream.once('open', () => resolve());
+      stream.once('error', reject);
+    });
+    await opened;
+    opened = Promise.resolve();
+    let done = false;
+    return {
+      stream,
+      commit: async () => {
+        if (done) throw new Error('upload already finished');
+        done = true;
+        await new Promise<void>((resolve, reject) => {
+          stream.once('error', reject);
+          stream.end(() => resolve());
+        });
+        const handle = await fs.promises.open(temp, 'r+');
+        try {
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
+        try {
+          await publishNoClobber(temp, final);
+        } catch (err) {
+          await fs.promises.rm(temp, { force: true });
+          if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new StowageError('BACKUP_EXISTS', `a backup named ${key} already exists`);
+          throw err;
+        }
+        await fsyncDir(this.root);
+        const st = await fs.promises.stat(final);
+        return { key, size: st.size, modified: st.mtime };
+      },
+      abort: async () => {
+        done = true;
+        stream.destroy();
+        await fs.promises.rm(temp, { force: true });
+      },
+    };
+  }
+
+  async get(key: string, range?: { start: number; end?: number }): Promise<Readable> {
+    const p = this.pathOf(key);
+    const handle = await fs.promises.open(p, 'r').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') throw new StowageError('BACKUP_NOT_FOUND', `no backup named ${key} in ${this.description}`);
+      throw err;
+    });
+    return handle.createReadStream({ start: range?.start, end: range?.end, highWaterMark: 1024 * 1024 });
+  }
+
+  async stat(key: string): Promise<StoredObject | null> {
+    try {
+      const st = await fs.promises.stat(this.pathOf(key));
+      return st.isFile() ? { key, size: st.size, modified: st.mtime } : null;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  async list(): Promise<StoredObject[]> {
+    let names: string[];
+    try {
+      names = await fs.promises.readdir(this.root);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    const out: StoredObject[] = [];
+    for (const name of names) {
+      if (!isValidKey(name)) continue;
+      const st = await fs.promises.lstat(path.join(this.root, name)).catch(() => null);
+      if (st?.isFile()) out.push({ key: name, size: st.size, modified: st.mtime });
+    }
+    return out.sort((a, b) => b.modified.getTime() - a.modified.getTime() || b.key.localeCompare(a.key));
+  }
+
+  async delete(key: string): Promise<void> {
+    await fs.promises.rm(this.pathOf(key), { force: true });
+    await fsyncDir(this.root).catch(() => {});
+  }
+
+  async localCopy(key: string): Promise<LocalCopy> {
+    const p = this.pathOf(key);
+    if (!(await this.stat(key))) throw new StowageError('BACKUP_NOT_FOUND', `no backup named ${key} in ${this.description}`);
+    return { path: p, release: async () => {} };
+  }
+
+  async cleanupIncomplete(): Promise<number> {
+    let names: string[];
+    try {
+      names = await fs.promises.readdir(this.root);
+    } catch {
+      return 0;
+    }
+    let removed = 0;
+    for (const name of names) {
+      if (!name.startsWith(TEMP_PREFIX)) continue;
+      await fs.promises.rm(path.join(this.root, name), { force: true });
+      removed++;
+    }
+    return removed;
+  }
+}
+
+/**
+ * link() then unlink() publishes without ever replacing an existing key (rename would clobber
+ * it). Filesystems without hard links (vfat, some FUSE mounts) fall back to a checked rename;
+ * the engine's lock already keeps two writers apart there.
+ */
+async function publishNoClobber(temp: string, final: string): Promise<void> {
+  try {
+    await fs.promises.link(temp, final);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw err;
+    if (fs.existsSync(final)) throw Object.assign(new Error('exists'), { code: 'EEXIST' });
+    await fs.promises.rename(temp, final);
+    return;
+  }
+  await fs.promises.rm(temp, { force: true });
+}

@@ -1,0 +1,49 @@
+import type { Readable, Writable } from 'node:stream';
+
+/**
+ * Where archives live. Small on purpose (restic's Backend is the model): engine code never
+ * knows whether it talks to a folder or a bucket. Every implementation runs the conformance
+ * suite in storage.suite.ts.
+ *
+ * Contracts every implementation keeps:
+ * - An object appears under its key only through `Upload.commit()`, atomically and durably: a
+ *   crash before commit leaves nothing under the key (at most a temporary object that
+ *   `cleanupIncomplete()` removes), a crash after it leaves the whole object.
+ * - `list()` returns only keys that pass `isValidKey` (temporary and foreign objects are hidden).
+ * - `get`/`stat`/`delete` of a missing key: `get` and `stat` report not found (`null` /
+ *   `BACKUP_NOT_FOUND`), `delete` is a no-op, so retries are safe.
+ */
+export interface StoredObject {
+  key: string;
+  size: number;
+  modified: Date;
+}
+
+export interface Upload {
+  /** Write the archive here; backpressure is honoured. */
+  readonly stream: Writable;
+  /** Flushes, makes the object durable and visible under its key. Fails if the key exists. */
+  commit(): Promise<StoredObject>;
+  /** Discards everything written. Safe to call after a failure, and more than once. */
+  abort(): Promise<void>;
+}
+
+export interface LocalCopy {
+  path: string;
+  /** Removes the copy if it was a temporary download; no-op for local storage. */
+  release(): Promise<void>;
+}
+
+export interface Storage {
+  /** For messages: "local folder /var/backups". */
+  readonly description: string;
+  createUpload(key: string): Promise<Upload>;
+  get(key: string, range?: { start: number; end?: number }): Promise<Readable>;
+  stat(key: string): Promise<StoredObject | null>;
+  list(): Promise<StoredObject[]>;
+  delete(key: string): Promise<void>;
+  /** A file on local disk with the archive's bytes (ZIP readers need random access). */
+  localCopy(key: string, tempDir: string): Promise<LocalCopy>;
+  /** Removes temporary objects left by uploads that never committed. */
+  cleanupIncomplete(): Promise<number>;
+}
