@@ -10,6 +10,7 @@ export type StowageErrorCode =
   | 'BACKUP_NOT_FOUND'
   | 'BUSY'
   | 'SOURCE_FAILED'
+  | 'BACKUP_FAILED'
   | 'ARCHIVE_INVALID'
   | 'ARCHIVE_UNSAFE'
   | 'FORMAT_UNSUPPORTED'

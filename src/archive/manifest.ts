@@ -17,7 +17,8 @@ const entrySchema = z.object({
   mode: z.string().regex(/^0[0-7]{3,4}$/),
   mtime: z.string(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
-  target: z.string().optional(),
+  uid: z.number().int().nonnegative().optional(),
+  gid: z.number().int().nonnegative().optional(),
 });
 
 const sourceSchema = z.object({

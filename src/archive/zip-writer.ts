@@ -29,11 +29,17 @@ import {
  * with the number of entries either.
  */
 
+/** Ownership is recorded (not stored in the ZIP itself) so a restore as root can put it back. */
+interface Ownership {
+  uid?: number;
+  gid?: number;
+}
+
 export type ArchiveInput =
-  | { kind: 'file'; name: string; path: string; size: number; mode: number; mtimeMs: number }
-  | { kind: 'stream'; name: string; stream: Readable; mode: number; mtimeMs: number }
-  | { kind: 'dir'; name: string; mode: number; mtimeMs: number }
-  | { kind: 'symlink'; name: string; target: string; mode: number; mtimeMs: number };
+  | ({ kind: 'file'; name: string; path: string; size: number; mode: number; mtimeMs: number } & Ownership)
+  | ({ kind: 'stream'; name: string; stream: Readable; mode: number; mtimeMs: number } & Ownership)
+  | ({ kind: 'dir'; name: string; mode: number; mtimeMs: number } & Ownership)
+  | ({ kind: 'symlink'; name: string; target: string; mode: number; mtimeMs: number } & Ownership);
 
 export interface WrittenEntry {
   name: string;
@@ -46,6 +52,8 @@ export interface WrittenEntry {
   sha256: string | undefined;
   mode: number;
   mtimeMs: number;
+  uid: number | undefined;
+  gid: number | undefined;
 }
 
 export interface SkippedEntry {
@@ -161,6 +169,12 @@ export class ZipWriter {
     this.queue.push(new EntryTask(input));
     this.startTasks();
     this.queueMoved.fire();
+  }
+
+  /** Resolves once every entry added so far has been written (and reported through onEntry). */
+  async flushed(): Promise<void> {
+    while (this.failure === undefined && this.queue.length > 0) await this.queueMoved.wait();
+    this.throwIfFailed();
   }
 
   /** Writes the central directory and end records; resolves with the archive size. */
@@ -433,6 +447,8 @@ export class ZipWriter {
       sha256: task.sha256,
       mode: input.mode & 0o7777,
       mtimeMs: input.mtimeMs,
+      uid: input.uid,
+      gid: input.gid,
     });
   }
 

@@ -132,12 +132,12 @@ export class DirSource implements Source {
 
   async *entries(ctx: BackupContext): AsyncGenerator<ArchiveInput> {
     const rootStat = await this.checkRoot();
-    yield { kind: 'dir', name: '', mode: rootStat.mode, mtimeMs: rootStat.mtimeMs };
+    yield { kind: 'dir', name: '', mode: rootStat.mode, mtimeMs: rootStat.mtimeMs, uid: rootStat.uid, gid: rootStat.gid };
     if (ctx.excludes.excludesEverything) return;
     for await (const e of walkDir(this.path, ctx)) {
       const { stat } = e;
       if (stat.isDirectory()) {
-        yield { kind: 'dir', name: `${e.rel}/`, mode: stat.mode, mtimeMs: stat.mtimeMs };
+        yield { kind: 'dir', name: `${e.rel}/`, mode: stat.mode, mtimeMs: stat.mtimeMs, uid: stat.uid, gid: stat.gid };
       } else if (stat.isSymbolicLink()) {
         let target: string;
         try {
@@ -150,9 +150,9 @@ export class DirSource implements Source {
           ctx.warn(e.rel, `symlink to ${target} skipped: only relative links that stay inside the source are stored`);
           continue;
         }
-        yield { kind: 'symlink', name: e.rel, target, mode: stat.mode, mtimeMs: stat.mtimeMs };
+        yield { kind: 'symlink', name: e.rel, target, mode: stat.mode, mtimeMs: stat.mtimeMs, uid: stat.uid, gid: stat.gid };
       } else {
-        yield { kind: 'file', name: e.rel, path: e.abs, size: stat.size, mode: stat.mode, mtimeMs: stat.mtimeMs };
+        yield { kind: 'file', name: e.rel, path: e.abs, size: stat.size, mode: stat.mode, mtimeMs: stat.mtimeMs, uid: stat.uid, gid: stat.gid };
       }
     }
   }

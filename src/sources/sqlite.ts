@@ -61,8 +61,8 @@ export class SqliteSource implements Source {
     const snap = await this.snapshot(ctx.tempDir);
     const st = await fs.promises.stat(snap);
     const dirStat = await fs.promises.stat(path.dirname(this.path));
-    yield { kind: 'dir', name: '', mode: dirStat.mode, mtimeMs: dirStat.mtimeMs };
-    yield { kind: 'file', name: this.fileName, path: snap, size: st.size, mode: fileStat.mode, mtimeMs: fileStat.mtimeMs };
+    yield { kind: 'dir', name: '', mode: dirStat.mode, mtimeMs: dirStat.mtimeMs, uid: dirStat.uid, gid: dirStat.gid };
+    yield { kind: 'file', name: this.fileName, path: snap, size: st.size, mode: fileStat.mode, mtimeMs: fileStat.mtimeMs, uid: fileStat.uid, gid: fileStat.gid };
   }
 
   async release(): Promise<void> {

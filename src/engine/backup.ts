@@ -1,0 +1,236 @@
+import crypto from 'node:crypto';
+import { execSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestSpool, formatMode, type ManifestHeader, type ManifestSource } from '../archive/manifest.js';
+import { ZipWriter, type ArchiveInput } from '../archive/zip-writer.js';
+import { StowageError, errorMessage, isStowageError } from '../errors.js';
+import { progressThrottle } from '../events/events.js';
+import { ExcludeRules } from '../sources/fnmatch.js';
+import { createSource } from '../sources/index.js';
+import type { BackupContext, Source } from '../sources/source.js';
+import { defaultKey, keyFromName } from '../storage/keys.js';
+import { LocalStorage } from '../storage/local.js';
+import type { BackupRecord, BackupTrigger, SourceSummary } from './catalogue.js';
+import type { EngineContext } from './context.js';
+
+export interface BackupOptions {
+  /** The key (".zip" is added if missing). Default: `<app>_<UTC timestamp>.zip`. */
+  name?: string;
+  description?: string;
+  /** Extra exclude rules for this backup, applied to every dir source. */
+  excludes?: string[];
+  trigger?: BackupTrigger;
+  /** Restrict to these sources (by name). */
+  sources?: string[];
+}
+
+/** Called at backup time for each dir source; returns more rules (relative to the source). */
+export type ExcludeHook = (ctx: { source: string; path: string; excludes: readonly string[] }) => string[] | Promise<string[]>;
+
+/** Warnings kept in the catalogue and manifest; the count beyond this is summarised. */
+const MAX_WARNINGS = 1000;
+
+const TRIGGER_PREFIX: Partial<Record<BackupTrigger, string>> = { 'pre-restore': '@pre-restore_', schedule: '@auto_' };
+
+export function resolveAppVersion(app: EngineContext['config']['app']): string {
+  if (app.version) return app.version;
+  if (!app.versionCommand) return 'unknown';
+  try {
+    return execSync(app.versionCommand, { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'ignore'] }).trim().split('\n')[0] || 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Runs one backup. The caller holds the data-folder lock. */
+export async function runBackup(ctx: EngineContext, options: BackupOptions = {}): Promise<BackupRecord> {
+  const { config, storage, catalogue, events } = ctx;
+  const trigger = options.trigger ?? 'manual';
+  const now = new Date();
+  const key = options.name ? keyFromName(options.name) : defaultKey(config.app.name, now, TRIGGER_PREFIX[trigger] ?? '');
+  if (await storage.stat(key)) throw new StowageError('BACKUP_EXISTS', `a backup named ${key} already exists; choose another --name or delete it first`);
+  const existing = catalogue.getBackup(key);
+  if (existing && existing.status !== 'failed') throw new StowageError('BACKUP_EXISTS', `a backup named ${key} is already ${existing.status}`);
+
+  const selected = options.sources?.length ? config.sources.filter((s) => options.sources!.includes(s.name)) : config.sources;
+  const unknown = (options.sources ?? []).filter((n) => !config.sources.some((s) => s.name === n));
+  if (unknown.length) throw new StowageError('USAGE', `unknown source ${unknown.join(', ')}; configured: ${config.sources.map((s) => s.name).join(', ')}`);
+  const sources: Source[] = selected.map(createSource);
+
+  const record: BackupRecord = {
+    key,
+    id: crypto.randomUUID(),
+    name: key.replace(/\.zip$/, ''),
+    description: options.description ?? '',
+    status: 'started',
+    statusMessage: '',
+    trigger,
+    createdAt: now.toISOString(),
+    completedAt: null,
+    size: 0,
+    hostname: os.hostname(),
+    appName: config.app.name,
+    appVersion: resolveAppVersion(config.app),
+    labels: config.app.labels,
+    sources: [],
+    excludes: [],
+    warnings: [],
+    encrypted: false,
+  };
+  catalogue.insertBackup(record);
+  events.emit('backup.started', { key, trigger, sources: sources.map((s) => s.name) });
+
+  const warnings: Array<{ path: string; reason: string }> = [];
+  let warningCount = 0;
+  const warn = (p: string, reason: string) => {
+    warningCount++;
+    if (warnings.length < MAX_WARNINGS) warnings.push({ path: p, reason });
+  };
+  const tempDir = ctx.tempDir;
+  await fs.promises.mkdir(tempDir, { recursive: true });
+  const token = crypto.randomBytes(6).toString('hex');
+  const manifestSpool = new ManifestSpool(path.join(tempDir, `manifest-${token}.spool`));
+  const manifestPath = path.join(tempDir, `manifest-${token}.json`);
+  const upload = await storage.createUpload(key);
+  const startedAt = Date.now();
+  const progress = { phase: 'scanning', files: 0, filesTotal: 0, bytes: 0, bytesTotal: 0 };
+  const report = progressThrottle((p) => events.emit('backup.progress', { key, ...p }));
+  const emitProgress = (force = false) => report({ ...progress, elapsedMs: Date.now() - startedAt }, force);
+  const perSource = new Map<string, ManifestSource>();
+  const neverInclude = [config.dataDir, config.storage.path];
+
+  const writer = new ZipWriter(upload.stream, {
+    level: config.compression.level,
+    spoolPath: path.join(tempDir, `central-${token}.spool`),
+    onProgress: (n) => {
+      progress.bytes += n;
+      emitProgress();
+    },
+    onSkip: (s) => warn(s.name, s.reason),
+    onEntry: (e) => {
+      if (e.name === MANIFEST_NAME) return;
+      const slash = e.name.indexOf('/');
+      const src = perSource.get(e.name.slice(0, slash));
+      if (src) {
+        if (e.kind === 'file') {
+          src.files++;
+          src.bytes += e.size;
+          progress.files++;
+        } else if (e.kind === 'dir') src.dirs++;
+        else src.symlinks++;
+      }
+      manifestSpool.add({
+        path: e.name,
+        type: e.kind,
+        size: e.size,
+        mode: formatMode(e.mode),
+        mtime: new Date(e.mtimeMs).toISOString(),
+        ...(e.sha256 ? { sha256: e.sha256 } : {}),
+        ...(e.uid !== undefined ? { uid: e.uid } : {}),
+        ...(e.gid !== undefined ? { gid: e.gid } : {}),
+      });
+    },
+  });
+
+  try {
+    // Source contexts with their exclude rules, hooks included.
+    const contexts: BackupContext[] = [];
+    for (const source of sources) {
+      const cfg = selected.find((s) => s.name === source.name)!;
+      let rules: string[] = [];
+      if (cfg.kind === 'dir') {
+        rules = [...cfg.exclude, ...config.excludes, ...(options.excludes ?? [])];
+        for (const hook of ctx.excludeHooks) {
+          const more = await hook({ source: source.name, path: source.path, excludes: [...rules] });
+          if (Array.isArray(more)) rules.push(...more.filter((r) => typeof r === 'string'));
+        }
+      }
+      const excludes = new ExcludeRules(rules);
+      contexts.push({ excludes, neverInclude, tempDir, warn: (p, reason) => warn(`${source.name}/${p}`, reason) });
+      perSource.set(source.name, { name: source.name, kind: source.kind, path: source.path, files: 0, dirs: 0, symlinks: 0, bytes: 0, excludes: excludes.rules.slice() });
+    }
+
+    // Totals for the progress bar come from a metadata-only walk that runs alongside the backup.
+    void Promise.all(sources.map((s, i) => s.estimate(contexts[i]!)))
+      .then((estimates) => {
+        progress.filesTotal = estimates.reduce((a, e) => a + e.files, 0);
+        progress.bytesTotal = estimates.reduce((a, e) => a + e.bytes, 0);
+      })
+      .catch(() => {});
+
+    progress.phase = 'archiving';
+    for (let i = 0; i < sources.length; i++) {
+      const source = sources[i]!;
+      for await (const entry of source.entries(contexts[i]!)) {
+        await writer.add(prefixed(source.name, entry));
+      }
+    }
+    progress.phase = 'finishing';
+    emitProgress(true);
+
+    const header: ManifestHeader = {
+      format: FORMAT_NAME,
+      formatVersion: FORMAT_VERSION,
+      id: record.id,
+      key,
+      name: record.name,
+      description: record.description,
+      createdAt: record.createdAt,
+      trigger,
+      hostname: record.hostname,
+      app: { name: config.app.name, version: record.appVersion, labels: config.app.labels },
+      stowage: { version: ctx.stowageVersion },
+      sources: [...perSource.values()],
+      excludes: [...new Set([...config.excludes, ...(options.excludes ?? [])])],
+      warnings: warningCount > warnings.length ? [...warnings, { path: '', reason: `${warningCount - warnings.length} more warnings not listed` }] : warnings,
+    };
+    // Wait for every data entry to be written before the manifest is built from them.
+    await writer.flushed();
+    manifestSpool.finish(header, manifestPath);
+    const manifestStat = await fs.promises.stat(manifestPath);
+    await writer.add({ kind: 'file', name: MANIFEST_NAME, path: manifestPath, size: manifestStat.size, mode: 0o644, mtimeMs: now.getTime() });
+    await writer.finish();
+    const stored = await upload.commit();
+
+    const sourceSummaries: SourceSummary[] = header.sources.map((s) => ({ name: s.name, kind: s.kind, path: s.path, files: s.files, bytes: s.bytes }));
+    const statusMessage = warningCount ? `completed with ${warningCount} warning${warningCount === 1 ? '' : 's'}` : '';
+    catalogue.updateBackup(key, {
+      status: 'completed',
+      statusMessage,
+      size: stored.size,
+      completedAt: new Date().toISOString(),
+      sources: sourceSummaries,
+      warnings: header.warnings,
+      excludes: header.excludes,
+    });
+    const done = catalogue.getBackup(key)!;
+    progress.phase = 'completed';
+    emitProgress(true);
+    events.emit('backup.created', {
+      key,
+      path: storage instanceof LocalStorage ? path.join(storage.root, key) : null,
+      size: stored.size,
+      excludes: header.excludes,
+      trigger,
+      backup: done,
+    });
+    return done;
+  } catch (err) {
+    await writer.abort(err).catch(() => {});
+    await upload.abort().catch(() => {});
+    manifestSpool.discard();
+    const message = isStowageError(err) ? err.message : `backup failed: ${errorMessage(err)}`;
+    catalogue.updateBackup(key, { status: 'failed', statusMessage: message, warnings });
+    events.emit('backup.failed', { key, trigger, error: { code: isStowageError(err) ? err.code : 'BACKUP_FAILED', message } });
+    throw isStowageError(err) ? err : new StowageError('BACKUP_FAILED', message, { cause: err });
+  } finally {
+    for (const s of sources) await s.release().catch(() => {});
+    await fs.promises.rm(manifestPath, { force: true });
+  }
+}
+
+function prefixed(sourceName: string, entry: ArchiveInput): ArchiveInput {
+  return { ...entry, name: entry.name === '' ? `${sourceName}/` : `${sourceName}/${entry.name}` };
+}

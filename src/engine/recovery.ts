@@ -1,0 +1,49 @@
+import fs from 'node:fs';
+import type { EngineContext } from './context.js';
+import { finishJournal, readJournal, removeJournal, rollbackJournal } from './restore-journal.js';
+
+export interface RecoveryReport {
+  /** What happened to an interrupted restore, for the user to read; null if there was none. */
+  restore: string | null;
+  /** Backups left "started" by a dead process, now marked failed. */
+  failedBackups: string[];
+  /** Temporary uploads removed from storage. */
+  removedUploads: number;
+}
+
+/**
+ * Runs at the start of every command that takes the lock: finishes or rolls back a restore a
+ * crash interrupted, marks backups a dead process left behind as failed, and clears leftovers.
+ * The caller holds the lock, so no live job owns any of this.
+ */
+export async function recover(ctx: EngineContext): Promise<RecoveryReport> {
+  const report: RecoveryReport = { restore: null, failedBackups: [], removedUploads: 0 };
+  const journal = readJournal(ctx.config.dataDir);
+  if (journal) {
+    const status = ctx.catalogue.getRestoreStatus();
+    if (journal.phase === 'committed') {
+      finishJournal(journal);
+      report.restore = `the restore of ${journal.key} (started ${journal.startedAt}) was interrupted after its data was in place; its clean-up has now been finished, the restore is complete`;
+      ctx.catalogue.setRestoreStatus({ ...status, key: journal.key, status: 'completed', lastRestoreTime: new Date().toISOString(), message: report.restore, sources: status.sources.map((s) => (s.status === 'pending' ? { ...s, status: 'restored' } : s)) });
+    } else {
+      await rollbackJournal(journal);
+      report.restore =
+        journal.phase === 'swapping'
+          ? `the restore of ${journal.key} (started ${journal.startedAt}) was interrupted while swapping data in; it has been rolled back and the data is as it was before the restore`
+          : `the restore of ${journal.key} (started ${journal.startedAt}) was interrupted before any data was changed; its staging files have been removed`;
+      ctx.catalogue.setRestoreStatus({ ...status, key: journal.key, status: 'failed', message: report.restore, sources: status.sources.map((s) => (s.status === 'pending' ? { ...s, status: journal.phase === 'swapping' ? 'rolled_back' : 'failed' } : s)) });
+    }
+    removeJournal(ctx.config.dataDir);
+  } else {
+    const status = ctx.catalogue.getRestoreStatus();
+    if (status.status === 'started') {
+      report.restore = `the restore of ${status.key} was interrupted before any data was changed`;
+      ctx.catalogue.setRestoreStatus({ ...status, status: 'failed', message: report.restore });
+    }
+  }
+  // We hold the lock: a backup still marked in progress belongs to a process that is gone.
+  report.failedBackups = ctx.catalogue.failInterrupted((pid) => pid === process.pid);
+  report.removedUploads = await ctx.storage.cleanupIncomplete();
+  await fs.promises.rm(ctx.tempDir, { recursive: true, force: true });
+  return report;
+}

@@ -1,0 +1,168 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { writeFileAtomicSync } from '../fs/durable.js';
+import { utcStamp } from '../storage/keys.js';
+import { failpoint } from './failpoints.js';
+
+/**
+ * The restore journal makes the swap crash-safe. It is written (atomically) before anything in
+ * a target changes and lists every rename the swap will do. Until it says `committed`, recovery
+ * undoes whatever was done, in reverse; once committed, recovery finishes the clean-up. Every
+ * step is checked against the filesystem, so running recovery twice is harmless.
+ *
+ * Invariants:
+ * - A rename {from, to} is "done" when `to` exists and `from` does not; undoing it renames back.
+ * - SQLite targets are never renamed while in use: new content goes in through SQLite's backup
+ *   API (a transaction: readers see the old or the new database), the old content is first
+ *   copied to `previous` so it can be put back the same way.
+ */
+export interface RenameOp {
+  from: string;
+  to: string;
+}
+
+export interface DirSwap {
+  name: string;
+  target: string;
+  /** `<target>/.stowage-restore-<id>`: holds `new/` (staged) and `old/` (moved aside). */
+  staging: string;
+  createdTarget: boolean;
+  ops: RenameOp[];
+}
+
+export interface SqliteSwap {
+  name: string;
+  target: string;
+  staged: string;
+  /** Copy of the database before the restore; null when the target did not exist. */
+  previous: string | null;
+  /** pending: untouched; previous-ready: about to write the target; applied: written. */
+  state: 'pending' | 'previous-ready' | 'applied';
+}
+
+export interface RestoreJournal {
+  version: 1;
+  id: string;
+  key: string;
+  startedAt: string;
+  phase: 'staging' | 'swapping' | 'committed';
+  keepPrevious: boolean;
+  /** Scratch folder in the data folder (SQLite staging, previous copies). */
+  scratch: string;
+  dirs: DirSwap[];
+  sqlite: SqliteSwap[];
+}
+
+export function journalPath(dataDir: string): string {
+  return path.join(dataDir, 'restore-journal.json');
+}
+
+export function readJournal(dataDir: string): RestoreJournal | null {
+  try {
+    return JSON.parse(fs.readFileSync(journalPath(dataDir), 'utf8')) as RestoreJournal;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+export function writeJournal(dataDir: string, journal: RestoreJournal): void {
+  writeFileAtomicSync(journalPath(dataDir), JSON.stringify(journal, null, 2));
+}
+
+export function removeJournal(dataDir: string): void {
+  fs.rmSync(journalPath(dataDir), { force: true });
+}
+
+function exists(p: string): boolean {
+  try {
+    fs.lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function renameDone(op: RenameOp): boolean {
+  return exists(op.to) && !exists(op.from);
+}
+
+/** Performs the swap renames of one target, in order. */
+export function applyDirSwap(swap: DirSwap): void {
+  for (const op of swap.ops) {
+    failpoint('restore.swap');
+    if (renameDone(op)) continue;
+    fs.mkdirSync(path.dirname(op.to), { recursive: true });
+    fs.renameSync(op.from, op.to);
+  }
+}
+
+export function undoDirSwap(swap: DirSwap): void {
+  for (const op of [...swap.ops].reverse()) {
+    if (!renameDone(op)) continue;
+    fs.mkdirSync(path.dirname(op.from), { recursive: true });
+    fs.renameSync(op.to, op.from);
+  }
+  fs.rmSync(swap.staging, { recursive: true, force: true });
+  if (swap.createdTarget) {
+    try {
+      fs.rmdirSync(swap.target);
+    } catch {
+      // not empty: something else was put there since; leave it
+    }
+  }
+}
+
+/** Copies `from` into the database at `to` with SQLite's backup API (transactional for readers of `to`). */
+export async function sqliteCopyInto(from: string, to: string): Promise<void> {
+  const src = new Database(from, { readonly: true, fileMustExist: true });
+  try {
+    // All pages in one step: the destination is written in one transaction.
+    await src.backup(to, { progress: () => 1_000_000_000 });
+  } finally {
+    src.close();
+  }
+}
+
+export function removeStaleSidecars(dbPath: string): void {
+  for (const suffix of ['-wal', '-shm', '-journal']) fs.rmSync(`${dbPath}${suffix}`, { force: true });
+}
+
+export async function undoSqliteSwap(swap: SqliteSwap): Promise<void> {
+  if (swap.state === 'pending') return;
+  if (swap.previous) {
+    if (exists(swap.previous)) await sqliteCopyInto(swap.previous, swap.target);
+  } else {
+    // The target did not exist before: take the restored one away again.
+    fs.rmSync(swap.target, { force: true });
+    removeStaleSidecars(swap.target);
+  }
+}
+
+/** After commit: drop (or keep, dated) what was replaced, and remove staging. */
+export function finishJournal(journal: RestoreJournal): void {
+  const stamp = utcStamp(new Date(journal.startedAt));
+  for (const swap of journal.dirs) {
+    const old = path.join(swap.staging, 'old');
+    if (journal.keepPrevious && exists(old)) {
+      const keep = path.join(swap.target, `.stowage-previous-${stamp}`);
+      if (!exists(keep)) fs.renameSync(old, keep);
+    }
+    fs.rmSync(swap.staging, { recursive: true, force: true });
+  }
+  for (const swap of journal.sqlite) {
+    if (journal.keepPrevious && swap.previous && exists(swap.previous)) {
+      const keep = `${swap.target}.stowage-previous-${stamp}`;
+      if (!exists(keep)) fs.copyFileSync(swap.previous, keep);
+    }
+  }
+  fs.rmSync(journal.scratch, { recursive: true, force: true });
+}
+
+/** Undo everything in reverse order: SQLite first (applied last), then folders. */
+export async function rollbackJournal(journal: RestoreJournal): Promise<void> {
+  for (const swap of [...journal.sqlite].reverse()) await undoSqliteSwap(swap);
+  for (const swap of [...journal.dirs].reverse()) undoDirSwap(swap);
+  fs.rmSync(journal.scratch, { recursive: true, force: true });
+}

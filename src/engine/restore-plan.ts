@@ -1,0 +1,130 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Manifest } from '../archive/manifest.js';
+import { StowageError } from '../errors.js';
+import { walkDir } from '../sources/dir.js';
+import type { ExcludeRules } from '../sources/fnmatch.js';
+import type { RenameOp } from './restore-journal.js';
+
+/** Names Stowage itself puts in a target; never part of a restore's plan. */
+export function isInternalName(name: string): boolean {
+  return name.startsWith('.stowage-restore-') || name.startsWith('.stowage-previous-');
+}
+
+function lstatOrNull(p: string): fs.Stats | null {
+  try {
+    return fs.lstatSync(p);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The renames that swap a staged tree into `target`, entry by entry at the top level (so the
+ * target itself may be a mount point or a Docker volume):
+ * 1. carry: paths the backup excluded (and Stowage's own folders) that sit inside a top-level
+ *    folder about to be replaced are moved into the staged tree first, so they survive;
+ * 2. aside: each current top-level entry that is not excluded goes to `old/`;
+ * 3. in: each staged top-level entry goes into the target.
+ * Top-level entries the backup excluded are not touched at all.
+ */
+export function planDirSwap(target: string, stagedDir: string, oldDir: string, rules: ExcludeRules, neverInclude: string[]): RenameOp[] {
+  const never = new Set(neverInclude.map((p) => path.resolve(p)));
+  const isKept = (rel: string, abs: string) => rules.matches(rel) || never.has(abs);
+  const ops: RenameOp[] = [];
+  const current = fs.existsSync(target) ? fs.readdirSync(target).filter((n) => !isInternalName(n)) : [];
+  const staged = new Set(fs.readdirSync(stagedDir));
+
+  const carry = (rel: string) => {
+    const abs = path.join(target, rel);
+    for (const d of fs.readdirSync(abs, { withFileTypes: true })) {
+      const childRel = `${rel}/${d.name}`;
+      const childAbs = path.join(abs, d.name);
+      if (isKept(childRel, childAbs)) {
+        // The backup wins if it does contain something at this path.
+        if (!lstatOrNull(path.join(stagedDir, childRel))) ops.push({ from: childAbs, to: path.join(stagedDir, childRel) });
+      } else if (d.isDirectory()) {
+        carry(childRel);
+      }
+    }
+  };
+  for (const name of current) {
+    const abs = path.join(target, name);
+    if (isKept(name, abs) && !staged.has(name)) continue;
+    const st = lstatOrNull(abs);
+    if (st?.isDirectory() && staged.has(name) && lstatOrNull(path.join(stagedDir, name))?.isDirectory()) carry(name);
+  }
+  for (const name of current) {
+    const abs = path.join(target, name);
+    if (isKept(name, abs) && !staged.has(name)) continue;
+    ops.push({ from: abs, to: path.join(oldDir, name) });
+  }
+  for (const name of [...staged].sort()) ops.push({ from: path.join(stagedDir, name), to: path.join(target, name) });
+  return ops;
+}
+
+export interface SourcePlan {
+  name: string;
+  kind: string;
+  target: string;
+  added: string[];
+  replaced: string[];
+  removed: string[];
+  unchanged: number;
+}
+
+/** What a restore of one dir source would add, replace and remove (for --dry-run). */
+export async function diffDirSource(manifest: Manifest, sourceName: string, target: string, rules: ExcludeRules, neverInclude: string[]): Promise<SourcePlan> {
+  const prefix = `${sourceName}/`;
+  const plan: SourcePlan = { name: sourceName, kind: 'dir', target, added: [], replaced: [], removed: [], unchanged: 0 };
+  const current = new Map<string, fs.Stats>();
+  if (fs.existsSync(target)) {
+    for await (const e of walkDir(target, { excludes: rules, neverInclude, tempDir: '', warn: () => {} })) current.set(e.rel, e.stat);
+  }
+  for (const m of manifest.entries) {
+    if (!m.path.startsWith(prefix)) continue;
+    const rel = m.path.slice(prefix.length).replace(/\/$/, '');
+    if (rel === '') continue;
+    const st = current.get(rel);
+    current.delete(rel);
+    if (!st) {
+      plan.added.push(rel);
+      continue;
+    }
+    const sameType = m.type === 'dir' ? st.isDirectory() : m.type === 'symlink' ? st.isSymbolicLink() : st.isFile();
+    const same = sameType && (m.type === 'dir' || (st.size === m.size && Math.abs(st.mtimeMs - Date.parse(m.mtime)) < 1));
+    if (same) plan.unchanged++;
+    else plan.replaced.push(rel);
+  }
+  plan.removed = [...current.keys()];
+  return plan;
+}
+
+/** Numeric dotted versions compare numerically; anything else only by equality. */
+export function compareVersions(a: string, b: string): number | null {
+  const parse = (v: string) => {
+    const m = /^v?(\d+(?:\.\d+)*)/.exec(v.trim());
+    return m ? m[1]!.split('.').map(Number) : null;
+  };
+  const pa = parse(a);
+  const pb = parse(b);
+  if (!pa || !pb) return a === b ? 0 : null;
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return Math.sign(d);
+  }
+  return 0;
+}
+
+export function checkVersionPolicy(policy: 'any' | 'same-or-older' | 'same', backupVersion: string, currentVersion: string): void {
+  if (policy === 'any') return;
+  const cmp = compareVersions(backupVersion, currentVersion);
+  const hint = 'set restore.versionPolicy in stowage.yaml, or pass --force if you are sure';
+  if (policy === 'same' && cmp !== 0) {
+    throw new StowageError('VERSION_POLICY', `this backup was made by app version ${backupVersion} but ${currentVersion} is running, and the policy is "same"; ${hint}`);
+  }
+  if (policy === 'same-or-older') {
+    if (cmp === null) throw new StowageError('VERSION_POLICY', `cannot compare the backup's app version "${backupVersion}" with the running "${currentVersion}" (policy "same-or-older"); ${hint}`);
+    if (cmp > 0) throw new StowageError('VERSION_POLICY', `this backup comes from a newer app version (${backupVersion}) than the one running (${currentVersion}); upgrade the app first, or ${hint}`);
+  }
+}

@@ -1,0 +1,156 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { checkDigest, type ArchiveEntry, type ArchiveReader } from '../archive/zip-reader.js';
+import { StowageError } from '../errors.js';
+
+/**
+ * Extraction into a staging folder, verifying every entry's SHA-256 as it is written: a
+ * mismatch, a truncated archive or a full disk fails here, before anything of the target has
+ * been touched. Several entries are extracted at once (inflate runs on the thread pool).
+ */
+const PARALLEL_ENTRIES = 8;
+
+export interface StageResult {
+  files: number;
+  bytes: number;
+  /** Non-fatal: metadata that could not be applied (ownership, times). */
+  warnings: string[];
+}
+
+function writeAll(fd: number, buf: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (offset: number) => {
+      fs.write(fd, buf, offset, buf.length - offset, null, (err, n) => {
+        if (err) reject(err);
+        else if (offset + n < buf.length) step(offset + n);
+        else resolve();
+      });
+    };
+    step(0);
+  });
+}
+
+function openNew(file: string, mode: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.open(file, 'wx', mode, (err, fd) => (err ? reject(err) : resolve(fd))));
+}
+
+function closeFd(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+/** Writes one entry's verified content to `dest` (which must not exist). */
+export async function extractFile(reader: ArchiveReader, entry: ArchiveEntry, dest: string, onBytes: (n: number) => void): Promise<void> {
+  const m = entry.manifest!;
+  const fd = await openNew(dest, 0o600);
+  const hash = crypto.createHash('sha256');
+  let size = 0;
+  try {
+    const stream = await reader.openEntry(entry);
+    try {
+      for await (const chunk of stream) {
+        const buf = chunk as Buffer;
+        hash.update(buf);
+        size += buf.length;
+        await writeAll(fd, buf);
+        onBytes(buf.length);
+      }
+    } catch (err) {
+      stream.destroy();
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new StowageError('RESTORE_FAILED', `the disk is full while writing ${dest}; free some space and restore again`, { cause: err });
+      if ((err as NodeJS.ErrnoException).code) throw err;
+      throw new StowageError('CHECKSUM_MISMATCH', `${entry.name}: cannot be read back (${(err as Error).message}); the archive is damaged`, { cause: err });
+    }
+  } finally {
+    await closeFd(fd);
+  }
+  checkDigest(entry, size, hash.digest('hex'));
+  await fs.promises.chmod(dest, parseInt(m.mode, 8));
+}
+
+async function readSymlinkTarget(reader: ArchiveReader, entry: ArchiveEntry): Promise<string> {
+  const stream = await reader.openEntry(entry);
+  const parts: Buffer[] = [];
+  for await (const chunk of stream) parts.push(chunk as Buffer);
+  const data = Buffer.concat(parts);
+  checkDigest(entry, data.length, crypto.createHash('sha256').update(data).digest('hex'));
+  return data.toString('utf8');
+}
+
+/**
+ * Extracts the entries of one source (archive names `<source>/...`) under `stagingDir`.
+ * Ownership is restored when running as root; times and modes always.
+ */
+export async function stageSourceTree(
+  reader: ArchiveReader,
+  sourceName: string,
+  stagingDir: string,
+  onBytes: (n: number) => void,
+  onFile: () => void,
+): Promise<StageResult> {
+  const prefix = `${sourceName}/`;
+  const entries = reader.entries.filter((e) => e.name.startsWith(prefix));
+  const result: StageResult = { files: 0, bytes: 0, warnings: [] };
+  await fs.promises.mkdir(stagingDir, { recursive: true });
+  const dirs: Array<{ dest: string; entry: ArchiveEntry }> = [];
+  const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+
+  const applyMeta = async (dest: string, entry: ArchiveEntry, isLink: boolean) => {
+    const m = entry.manifest!;
+    const t = new Date(m.mtime);
+    try {
+      if (asRoot && m.uid !== undefined && m.gid !== undefined) await fs.promises.lchown(dest, m.uid, m.gid);
+    } catch (err) {
+      result.warnings.push(`${entry.name}: ownership not restored (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    }
+    try {
+      if (isLink) await fs.promises.lutimes(dest, t, t);
+      else await fs.promises.utimes(dest, t, t);
+    } catch (err) {
+      result.warnings.push(`${entry.name}: modification time not restored (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    }
+  };
+
+  // Folders first (they come before their contents in the archive), then files in parallel.
+  for (const entry of entries) {
+    if (entry.type !== 'dir') continue;
+    const rel = entry.name.slice(prefix.length);
+    const dest = rel ? path.join(stagingDir, rel) : stagingDir;
+    await fs.promises.mkdir(dest, { recursive: true });
+    dirs.push({ dest, entry });
+  }
+  const files = entries.filter((e) => e.type !== 'dir');
+  let next = 0;
+  const worker = async () => {
+    while (next < files.length) {
+      const entry = files[next++]!;
+      const dest = path.join(stagingDir, entry.name.slice(prefix.length));
+      await fs.promises.mkdir(path.dirname(dest), { recursive: true });
+      if (entry.type === 'symlink') {
+        const target = await readSymlinkTarget(reader, entry);
+        await fs.promises.symlink(target, dest);
+        await applyMeta(dest, entry, true);
+      } else {
+        await extractFile(reader, entry, dest, onBytes);
+        await applyMeta(dest, entry, false);
+        result.files++;
+        result.bytes += entry.size;
+        onFile();
+      }
+    }
+  };
+  const workers = Array.from({ length: Math.min(PARALLEL_ENTRIES, files.length) }, worker);
+  const settled = await Promise.allSettled(workers);
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) throw failed.reason;
+  // Folder modes and times last, deepest first, since writing into a folder changes its mtime.
+  for (const { dest, entry } of dirs.reverse()) {
+    const rel = entry.name.slice(prefix.length);
+    if (rel === '') continue; // the target folder itself keeps its own metadata (it may be a mount point)
+    await fs.promises.chmod(dest, parseInt(entry.manifest!.mode, 8)).catch((err: NodeJS.ErrnoException) => {
+      result.warnings.push(`${entry.name}: mode not restored (${err.code ?? String(err)})`);
+    });
+    await applyMeta(dest, entry, false);
+  }
+  return result;
+}
