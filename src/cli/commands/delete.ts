@@ -1,0 +1,24 @@
+import type { Command } from 'commander';
+import { action, globalOptions, openStowage } from '../runtime.js';
+
+export function registerDelete(program: Command): void {
+  program
+    .command('delete')
+    .alias('rm')
+    .argument('<key>', 'a backup key from "stowage list"')
+    .description('delete a backup from storage and the catalogue')
+    .option('--json', 'print one JSON result line')
+    .addHelpText('after', '\nExamples:\n  $ stowage delete app_20250101120000.zip')
+    .action(
+      action(async (out, key: string, _opts: unknown, cmd: Command) => {
+        const stowage = await openStowage(globalOptions(cmd), out);
+        try {
+          await stowage.deleteBackup(key);
+          out.result({ ok: true, deleted: key });
+          out.info(`Deleted ${key}.`);
+        } finally {
+          stowage.close();
+        }
+      }),
+    );
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { STOWAGE_VERSION } from '../version.js';
+import { registerBackup } from './commands/backup.js';
+import { registerConfig } from './commands/config.js';
+import { registerDelete } from './commands/delete.js';
+import { registerInit } from './commands/init.js';
+import { registerList } from './commands/list.js';
+import { registerRestore } from './commands/restore.js';
+import { registerRestoreStatus } from './commands/restore-status.js';
+import { registerShow } from './commands/show.js';
+import { registerStart } from './commands/start.js';
+import { registerVerify } from './commands/verify.js';
+import { EXIT } from './runtime.js';
+
+// `stowage list | head` closes stdout early: that is not an error worth a stack trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
+const program = new Command();
+program
+  .name('stowage')
+  .version(STOWAGE_VERSION)
+  .description('Backups for self-hosted applications: ZIP archives with a manifest and checksums, verified atomic restores.')
+  .option('-c, --config <file>', 'configuration file (default: $STOWAGE_CONFIG, else ./stowage.yaml, else the embedded demo default)')
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride()
+  .addHelpText(
+    'after',
+    `
+Getting started:
+  $ stowage init                 write a commented stowage.yaml here
+  $ stowage backup               back up every source
+  $ stowage list                 see the backups
+  $ stowage restore KEY --dry-run
+
+Every command works while the application and any Stowage server are stopped.
+Exit status: 0 ok, 1 error, 2 usage error, 3 completed with warnings.
+"stowage <command> --help" explains each command, with examples.`,
+  );
+
+registerInit(program);
+registerBackup(program);
+registerList(program);
+registerShow(program);
+registerVerify(program);
+registerRestore(program);
+registerRestoreStatus(program);
+registerDelete(program);
+registerConfig(program);
+registerStart(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    process.exitCode = err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
+  } else {
+    process.stderr.write(`error: ${(err as Error).message}\n`);
+    process.exitCode = EXIT.ERROR;
+  }
+}

@@ -1,0 +1,94 @@
+import type { Command } from 'commander';
+import { StowageError, errorMessage, isStowageError } from '../errors.js';
+import type { Progress } from '../events/events.js';
+import { Stowage } from '../engine/stowage.js';
+import { ProgressBar } from './progress.js';
+
+/** Documented exit codes (README, "Exit codes"). */
+export const EXIT = { OK: 0, ERROR: 1, USAGE: 2, WARNINGS: 3 } as const;
+
+/**
+ * Where a command's output goes. Text for people on stdout (notices and progress on stderr);
+ * with --json, stdout carries only JSON lines: progress events, then one result or error line.
+ */
+export class Output {
+  readonly bar = new ProgressBar();
+
+  constructor(readonly json: boolean) {}
+
+  /** A line for people (suppressed in JSON mode, where it would break parsing). */
+  info(text: string): void {
+    if (!this.json) process.stdout.write(`${text}\n`);
+  }
+
+  /** A notice that matters in any mode: stderr. */
+  notice(text: string): void {
+    this.bar.done();
+    process.stderr.write(`${text}\n`);
+  }
+
+  progress(kind: string, p: Progress): void {
+    if (this.json) this.line({ type: 'progress', kind, ...p });
+    else this.bar.update(p);
+  }
+
+  result(data: Record<string, unknown>): void {
+    this.bar.done();
+    if (this.json) this.line({ type: 'result', ...data });
+  }
+
+  line(obj: Record<string, unknown>): void {
+    process.stdout.write(`${JSON.stringify(obj)}\n`);
+  }
+}
+
+export interface GlobalOptions {
+  config?: string;
+}
+
+export function globalOptions(cmd: Command): GlobalOptions {
+  return cmd.optsWithGlobals() as GlobalOptions;
+}
+
+/** Opens the engine and tells the user what they need to know before the command runs. */
+export async function openStowage(opts: GlobalOptions, out: Output): Promise<Stowage> {
+  const stowage = await Stowage.open({ configPath: opts.config });
+  if (stowage.usingDefaultConfig) {
+    out.notice(
+      `No stowage.yaml here: protecting the demo application in ${stowage.config.dataDir}/demo-app (the embedded default).\n` +
+        `  To protect your own data: "stowage init", then edit stowage.yaml (or point --config / STOWAGE_CONFIG at one).`,
+    );
+  }
+  const r = stowage.recovery;
+  if (r?.restore) out.notice(`Recovered: ${r.restore}.`);
+  if (r?.failedBackups.length) out.notice(`Marked as failed (interrupted by a crash or kill): ${r.failedBackups.join(', ')}.`);
+  return stowage;
+}
+
+/** Runs a command body with uniform error reporting and exit codes. */
+export function action<A extends unknown[]>(fn: (out: Output, ...args: A) => Promise<number | void>) {
+  return async (...args: A): Promise<void> => {
+    const cmd = args[args.length - 1] as Command;
+    const json = Boolean((cmd.opts() as { json?: boolean }).json);
+    const out = new Output(json);
+    try {
+      const code = await fn(out, ...args);
+      process.exitCode = code ?? EXIT.OK;
+    } catch (err) {
+      out.bar.done();
+      const code = isStowageError(err) && err.code === 'USAGE' ? EXIT.USAGE : EXIT.ERROR;
+      if (json) {
+        out.line({ type: 'error', code: isStowageError(err) ? err.code : 'INTERNAL', message: errorMessage(err), ...(isStowageError(err) && err.details ? { details: err.details } : {}) });
+      } else {
+        process.stderr.write(`error: ${errorMessage(err)}\n`);
+        if (!(err instanceof StowageError) && process.env.STOWAGE_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+      }
+      process.exitCode = code;
+    }
+  };
+}
+
+/** Collects a repeatable option into an array. */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
