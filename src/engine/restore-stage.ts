@@ -18,6 +18,15 @@ export interface StageResult {
   warnings: string[];
 }
 
+/**
+ * Seconds for utimes from a millisecond ISO time. Half a microsecond is added because the
+ * double-to-timespec conversion would otherwise turn .504 s into .503999999 s, and the file
+ * would read back one millisecond early.
+ */
+export function utimesSeconds(iso: string): number {
+  return Date.parse(iso) / 1000 + 5e-7;
+}
+
 function writeAll(fd: number, buf: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
     const step = (offset: number) => {
@@ -97,7 +106,7 @@ export async function stageSourceTree(
 
   const applyMeta = async (dest: string, entry: ArchiveEntry, isLink: boolean) => {
     const m = entry.manifest!;
-    const t = new Date(m.mtime);
+    const t = utimesSeconds(m.mtime);
     try {
       if (asRoot && m.uid !== undefined && m.gid !== undefined) await fs.promises.lchown(dest, m.uid, m.gid);
     } catch (err) {
