@@ -11,7 +11,8 @@ import zlib from 'node:zlib';
  * on the medium corpus that left one core idle (see docs/PERFORMANCE.md).
  */
 export const CHUNK_BYTES = 1024 * 1024;
-const WINDOW_BYTES = 32 * 1024;
+/** Deflate's window: the most a chunk can refer back into the previous one. */
+export const DICTIONARY_BYTES = 32 * 1024;
 
 export function deflateChunk(data: Buffer, level: number, previous: Buffer | undefined, last: boolean): Promise<Buffer> {
   const options: zlib.ZlibOptions = {
@@ -19,7 +20,7 @@ export function deflateChunk(data: Buffer, level: number, previous: Buffer | und
     finishFlush: last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH,
   };
   if (previous && previous.length > 0) {
-    options.dictionary = previous.length > WINDOW_BYTES ? previous.subarray(previous.length - WINDOW_BYTES) : previous;
+    options.dictionary = previous.length > DICTIONARY_BYTES ? previous.subarray(previous.length - DICTIONARY_BYTES) : previous;
   }
   return new Promise((resolve, reject) => {
     zlib.deflateRaw(data, options, (err, out) => (err ? reject(err) : resolve(out)));

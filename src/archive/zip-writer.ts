@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import type { Writable, Readable } from 'node:stream';
 import zlib from 'node:zlib';
-import { CHUNK_BYTES, deflateChunk } from './deflate-chunks.js';
+import { CHUNK_BYTES, DICTIONARY_BYTES, deflateChunk } from './deflate-chunks.js';
 import { looksIncompressible } from './compressibility.js';
 import {
   FLAG_DESCRIPTOR,
@@ -86,6 +86,24 @@ const HEAD_READ_AHEAD = 4 * CHUNK_BYTES;
 interface Piece {
   rawLength: number;
   data: Promise<Buffer>;
+  /** Gives a pooled read buffer back once the bytes are written (stored data only). */
+  release?: () => void;
+}
+
+/**
+ * Reused CHUNK_BYTES read buffers. Allocating a fresh 1 MiB buffer per chunk made the kernel
+ * map and unmap memory for every megabyte read (half the CPU time went to `sys` on a 4 GiB
+ * file); with the pool, steady state allocates nothing.
+ */
+class ChunkPool {
+  private readonly free: Buffer[] = [];
+  constructor(private readonly keep: number) {}
+  take(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES);
+  }
+  give(buf: Buffer): void {
+    if (buf.length === CHUNK_BYTES && this.free.length < this.keep) this.free.push(buf);
+  }
 }
 
 interface HeaderInfo {
@@ -146,6 +164,7 @@ export class ZipWriter {
   private closed = false;
   private failure: unknown;
   private readonly names = new Set<string>();
+  private readonly pool = new ChunkPool(32);
 
   constructor(private readonly output: Writable, private readonly options: ZipWriterOptions) {
     this.level = options.level ?? 6;
@@ -269,7 +288,7 @@ export class ZipWriter {
         return;
       }
       expectedSize = input.size;
-      chunks = readFileChunks(fd, input.size);
+      chunks = readFileChunks(fd, input.size, this.pool);
       close = () => closeFd(fd);
     } else {
       chunks = rechunk(input.stream)[Symbol.asyncIterator]();
@@ -326,12 +345,20 @@ export class ZipWriter {
         task.header = { method, complete: false, zip64 };
         task.changed.fire();
       }
-      const data = method === METHOD_DEFLATE ? deflateChunk(chunk, this.level, previous, isLast) : Promise.resolve(chunk);
-      data.catch(() => {});
-      previous = chunk;
+      const pooled = chunk.length === CHUNK_BYTES ? () => this.pool.give(chunk) : undefined;
+      let piece: Piece;
+      if (method === METHOD_DEFLATE) {
+        const data = deflateChunk(chunk, this.level, previous, isLast);
+        // The raw chunk is free once deflated; the next chunk's dictionary is a copy of its tail.
+        data.then(pooled, () => {});
+        previous = isLast ? undefined : Buffer.from(chunk.subarray(Math.max(0, chunk.length - DICTIONARY_BYTES)));
+        piece = { rawLength: chunk.length, data };
+      } else {
+        piece = { rawLength: chunk.length, data: Promise.resolve(chunk), release: pooled };
+      }
       lastSubmitted = isLast;
       this.account(task, chunk.length);
-      task.pieces.push({ rawLength: chunk.length, data });
+      task.pieces.push(piece);
       task.changed.fire();
       if (isLast) break;
     }
@@ -422,7 +449,7 @@ export class ZipWriter {
         task.piecesTaken++;
         const data = await piece.data;
         compressed += data.length;
-        await this.write(data);
+        await this.write(data, piece.release);
         this.release(task, piece.rawLength);
       }
       header.crc32 = task.crc;
@@ -465,10 +492,11 @@ export class ZipWriter {
     this.spool.write(record);
   }
 
-  private async write(buf: Buffer): Promise<void> {
+  /** `written` runs once the output is done with `buf` (so a pooled buffer can be reused). */
+  private async write(buf: Buffer, written?: () => void): Promise<void> {
     this.throwIfFailed();
     this.offset += buf.length;
-    if (!this.output.write(buf)) {
+    if (!this.output.write(buf, written ? (err) => !err && written() : undefined)) {
       await this.waitForDrain();
     }
   }
@@ -518,11 +546,11 @@ function readAt(fd: number, buf: Buffer, offset: number, length: number, positio
 }
 
 /** Reads a file in CHUNK_BYTES pieces, never more than `size` bytes (the size the walk saw). */
-async function* readFileChunks(fd: number, size: number): AsyncGenerator<Buffer> {
+async function* readFileChunks(fd: number, size: number, pool: ChunkPool): AsyncGenerator<Buffer> {
   let position = 0;
   while (position < size) {
     const want = Math.min(CHUNK_BYTES, size - position);
-    const buf = Buffer.allocUnsafe(want);
+    const buf = want === CHUNK_BYTES ? pool.take() : Buffer.allocUnsafe(want);
     let filled = 0;
     while (filled < want) {
       const n = await readAt(fd, buf, filled, want - filled, position + filled);

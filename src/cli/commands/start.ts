@@ -22,11 +22,13 @@ export function registerStart(program: Command): void {
           out.result({ ok: true, backup });
           out.info(`Backed up ${backup.sources.map((s) => s.name).join(', ')}: ${formatCount(files)} files in ${formatDuration(Date.now() - t0)}.`);
           out.info(`  archive: ${stowage.config.storage.path}/${backup.key} (${formatBytes(backup.size)})`);
+          // From `npm start` in a checkout, the CLI is reached through npm; installed, it is on PATH.
+          const cli = process.env.npm_lifecycle_event === 'start' ? 'npm run stowage --' : 'stowage';
           out.info('Next:');
-          out.info('  npx stowage list                       every backup, with its status');
-          out.info(`  npx stowage verify ${backup.key}   re-check every checksum`);
-          out.info(`  npx stowage restore ${backup.key} --dry-run   what a restore would change`);
-          out.info(`  npx stowage restore ${backup.key}   restore it (verified, atomic, with a safety backup)`);
+          out.info(`  ${cli} list                 every backup, with its status`);
+          out.info(`  ${cli} verify ${backup.key}`);
+          out.info(`  ${cli} restore ${backup.key} --dry-run   what a restore would change`);
+          out.info(`  ${cli} restore ${backup.key}             restore it (verified, atomic, safety backup first)`);
         } finally {
           stowage.close();
         }
