@@ -204,6 +204,22 @@ describe('stowage CLI round trip', () => {
     expect(bad.result!.message).toMatch(/has no source nope; it has: files, db/);
   });
 
+  it('restores what it can and says completed_with_errors about the rest (exit 3)', () => {
+    expect(stowage(project, ['backup', '--name', 'both', '--json']).status).toBe(0);
+    // The db source is no longer configured: there is no target for it.
+    const yaml = fs.readFileSync(path.join(project, 'stowage.yaml'), 'utf8');
+    fs.writeFileSync(path.join(project, 'stowage.yaml'), yaml.replace(/  - name: db\n    kind: sqlite\n    path: \.\/app\/db\/app\.db\n/, ''));
+    fs.writeFileSync(path.join(project, 'app/config.json'), 'changed');
+    const r = stowage(project, ['restore', 'both.zip', '--yes', '--json']);
+    expect(r.status).toBe(3);
+    expect(r.result!.status).toMatchObject({ status: 'completed_with_errors' });
+    const sources = (r.result!.status as { sources: Array<{ name: string; status: string; errors: string[] }> }).sources;
+    expect(sources.find((x) => x.name === 'files')).toMatchObject({ status: 'restored' });
+    expect(sources.find((x) => x.name === 'db')).toMatchObject({ status: 'skipped', errors: [expect.stringMatching(/no sqlite source named "db" is configured.*--target/)] });
+    expect(fs.readFileSync(path.join(project, 'app/config.json'), 'utf8')).toBe(JSON.stringify({ hello: 'world' }));
+    expect(stowage(project, ['restore-status', '--json']).result).toMatchObject({ status: { status: 'completed_with_errors' } });
+  });
+
   it('applies the version policy and the restore switch', () => {
     expect(stowage(project, ['backup', '--name', 'v3', '--json']).status).toBe(0);
     fs.writeFileSync(path.join(project, 'stowage.yaml'), fs.readFileSync(path.join(project, 'stowage.yaml'), 'utf8').replace('"3.1.0"', '"2.9.0"'));

@@ -39,11 +39,11 @@ const source = z.discriminatedUnion('kind', [dirSource, sqliteSource], {
 
 export const configSchema = z
   .object({
-    dataDir: z.string().min(1).default('./stowage-data'),
+    dataDir: z.string({ error: 'must be a folder path, e.g. ./stowage-data' }).min(1, 'must be a folder path, e.g. ./stowage-data').default('./stowage-data'),
     storage: z
       .discriminatedUnion('type', [
-        z.object({ type: z.literal('local'), path: z.string().min(1).optional() }).strict(),
-      ], { error: 'type must be "local" (S3 arrives with the off-site storage work)' })
+        z.object({ type: z.literal('local'), path: z.string({ error: 'must be a folder path' }).min(1, 'must be a folder path').optional() }).strict(),
+      ], { error: 'must be "local" (S3 arrives with the off-site storage work)' })
       .default({ type: 'local' }),
     app: z
       .object({

@@ -1,0 +1,90 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { isStowageError } from '../errors.js';
+import { makeTempDir, removeDir } from '../testing/tmp.js';
+import { loadConfig } from './load.js';
+import { configTemplate } from './template.js';
+
+let dir: string;
+beforeEach(() => {
+  dir = makeTempDir();
+});
+afterEach(() => removeDir(dir));
+
+function write(text: string, name = 'stowage.yaml') {
+  fs.writeFileSync(path.join(dir, name), text);
+}
+
+function errorOf(fn: () => unknown): { code: string; message: string } {
+  try {
+    fn();
+  } catch (err) {
+    if (isStowageError(err)) return { code: err.code, message: err.message };
+    throw err;
+  }
+  throw new Error('expected an error');
+}
+
+describe('loadConfig', () => {
+  it('finds stowage.yaml in the working directory and resolves paths against it', () => {
+    write('sources:\n  - { name: files, kind: dir, path: ./data }\n');
+    const c = loadConfig({ cwd: dir, env: {} });
+    expect(c.configPath).toBe(path.join(dir, 'stowage.yaml'));
+    expect(c.dataDir).toBe(path.join(dir, 'stowage-data'));
+    expect(c.storage.path).toBe(path.join(dir, 'stowage-data/backups'));
+    expect(c.sources[0]).toEqual({ name: 'files', kind: 'dir', path: path.join(dir, 'data'), exclude: [] });
+    expect(c.restore).toEqual({ enabled: true, versionPolicy: 'same-or-older', safetyBackup: true, keepPrevious: false });
+  });
+
+  it('prefers --config over STOWAGE_CONFIG over the working directory', () => {
+    write('sources:\n  - { name: a, kind: dir, path: . }\n', 'a.yaml');
+    write('sources:\n  - { name: b, kind: dir, path: . }\n', 'b.yaml');
+    write('sources:\n  - { name: c, kind: dir, path: . }\n');
+    expect(loadConfig({ cwd: dir, configPath: 'a.yaml', env: { STOWAGE_CONFIG: 'b.yaml' } }).sources[0]!.name).toBe('a');
+    expect(loadConfig({ cwd: dir, env: { STOWAGE_CONFIG: 'b.yaml' } }).sources[0]!.name).toBe('b');
+    expect(loadConfig({ cwd: dir, env: {} }).sources[0]!.name).toBe('c');
+    expect(errorOf(() => loadConfig({ cwd: dir, configPath: 'missing.yaml', env: {} }))).toMatchObject({ code: 'CONFIG_NOT_FOUND', message: expect.stringMatching(/stowage init/) });
+  });
+
+  it('falls back to the embedded demo default', () => {
+    const c = loadConfig({ cwd: dir, env: {} });
+    expect(c.configPath).toBeNull();
+    expect(c.sources.map((s) => `${s.name}:${s.kind}`)).toEqual(['files:dir', 'db:sqlite']);
+    expect(c.sources[0]!.path).toBe(path.join(dir, 'stowage-data/demo-app'));
+  });
+
+  it('names every invalid field and says what is valid', () => {
+    write('dataDir: 5\nstorage: { type: ftp }\napp: { name: x, version: "1", versionCommand: "x" }\nsources: []\ncompression: { level: 11 }\ntypo: 1\n');
+    const e = errorOf(() => loadConfig({ cwd: dir, env: {} }));
+    expect(e.code).toBe('CONFIG_INVALID');
+    expect(e.message).toMatch(/dataDir: must be a folder path/);
+    expect(e.message).toMatch(/storage\.type: must be "local"/);
+    expect(e.message).toMatch(/app: set either version or versionCommand, not both/);
+    expect(e.message).toMatch(/sources: needs at least one source/);
+    expect(e.message).toMatch(/compression\.level: must be 1 \(fastest\) to 9 \(smallest\)/);
+    expect(e.message).toMatch(/unknown field "typo"/);
+  });
+
+  it('refuses duplicate source names and bad YAML', () => {
+    write('sources:\n  - { name: a, kind: dir, path: . }\n  - { name: a, kind: sqlite, path: x.db }\n');
+    expect(errorOf(() => loadConfig({ cwd: dir, env: {} })).message).toMatch(/sources\[1\]\.name: "a" is used by two sources/);
+    write('sources: [ { name: a\n');
+    expect(errorOf(() => loadConfig({ cwd: dir, env: {} }))).toMatchObject({ code: 'CONFIG_INVALID', message: expect.stringMatching(/not valid YAML/) });
+  });
+
+  it('substitutes ${ENV} and reports a missing variable by field', () => {
+    write('app: { name: "${APP}", version: "v${VER}" }\nsources:\n  - { name: a, kind: dir, path: "${ROOT}" }\n');
+    const c = loadConfig({ cwd: dir, env: { APP: 'svc', VER: '2', ROOT: '/srv/x' } });
+    expect(c.app).toMatchObject({ name: 'svc', version: 'v2' });
+    expect(c.sources[0]!.path).toBe('/srv/x');
+    expect(errorOf(() => loadConfig({ cwd: dir, env: { APP: 'svc', VER: '2' } })).message).toBe('sources[0].path: environment variable ROOT is not set (the value refers to ${ROOT})');
+  });
+
+  it('accepts the template that stowage init writes', () => {
+    write(configTemplate('myapp'));
+    const c = loadConfig({ cwd: dir, env: {} });
+    expect(c.app.name).toBe('myapp');
+    expect(c.sources[0]!.exclude).toEqual(['logs', '*.tmp']);
+  });
+});
