@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
-import { stowage } from '../src/testing/cli.js';
+import { spawnSync } from 'node:child_process';
+import { CLI, stowage } from '../src/testing/cli.js';
 import { hasCommand, makeTempDir, removeDir, run } from '../src/testing/tmp.js';
 
 /**
@@ -37,6 +38,17 @@ function snapshot(root: string): Record<string, Node> {
   };
   walk(root, '');
   return out;
+}
+
+/** Every folder above `file` is searchable by others and the file readable by them. */
+function readableByOthers(file: string): boolean {
+  let p = path.resolve(file);
+  if ((fs.statSync(p).mode & 0o004) === 0) return false;
+  while (p !== path.dirname(p)) {
+    p = path.dirname(p);
+    if ((fs.statSync(p).mode & 0o001) === 0) return false;
+  }
+  return true;
 }
 
 let project: string;
@@ -251,6 +263,29 @@ describe('stowage CLI round trip', () => {
     expect(r.status).toBe(3);
     const warnings = (r.result!.backup as { warnings: Array<{ path: string; reason: string }> }).warnings;
     expect(warnings).toEqual([{ path: 'files/a-fifo', reason: 'skipped: a FIFO cannot be backed up' }]);
+  });
+
+  // As root every file is readable; run the CLI as "nobody" to meet a real permission error
+  // (possible only when the checkout itself is readable by others).
+  it.skipIf(process.getuid?.() !== 0 || !readableByOthers(CLI))('lists unreadable files as warnings instead of failing', () => {
+    fs.writeFileSync(path.join(project, 'app/private.txt'), 'secret');
+    fs.chmodSync(path.join(project, 'app/private.txt'), 0o000);
+    fs.mkdirSync(path.join(project, 'app/locked'));
+    fs.writeFileSync(path.join(project, 'app/locked/inside.txt'), 'x');
+    fs.chmodSync(path.join(project, 'app/locked'), 0o000);
+    run('chmod', ['-R', 'a+rwX', project]);
+    fs.chmodSync(path.join(project, 'app/private.txt'), 0o000);
+    fs.chmodSync(path.join(project, 'app/locked'), 0o000);
+    const r = spawnSync(process.execPath, [CLI, 'backup', '--name', 'perm', '--json'], { cwd: project, uid: 65534, gid: 65534, encoding: 'utf8' });
+    expect(r.status).toBe(3);
+    const result = JSON.parse(r.stdout.trim().split('\n').pop()!) as { backup: { status: string; warnings: Array<{ path: string; reason: string }> } };
+    expect(result.backup.status).toBe('completed');
+    expect(result.backup.warnings).toEqual(
+      expect.arrayContaining([
+        { path: 'files/private.txt', reason: 'permission denied (not readable by this user)' },
+        { path: 'files/locked', reason: 'folder not readable: EACCES' },
+      ]),
+    );
   });
 
   it('never puts its own data folder into a backup', () => {
