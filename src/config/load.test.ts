@@ -85,6 +85,6 @@ describe('loadConfig', () => {
     write(configTemplate('myapp'));
     const c = loadConfig({ cwd: dir, env: {} });
     expect(c.app.name).toBe('myapp');
-    expect(c.sources[0]!.exclude).toEqual(['logs', '*.tmp']);
+    expect(c.sources[0]).toMatchObject({ kind: 'dir', exclude: ['logs', '*.tmp'] });
   });
 });

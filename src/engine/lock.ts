@@ -108,7 +108,7 @@ export function acquireLock(dataDir: string, job: string): HeldLock {
     }
     throw new StowageError(
       'BUSY',
-      `busy: another job holds ${file}: ${describeHolder(holder)}. Wait for it to finish` +
+      `busy, held by ${describeHolder(holder)} (lock ${file}). Wait for it to finish` +
         (holder.host === os.hostname() ? '' : `; if that host is gone for good, delete ${file}`),
       { details: { holder } },
     );

@@ -20,6 +20,12 @@ import { failpoint } from './failpoints.js';
 export interface RenameOp {
   from: string;
   to: string;
+  /**
+   * For carries (an excluded path moved into the staged tree): the mtime of the folder it
+   * leaves, which moving changes; undo puts it back. The folder it enters gets the backup's
+   * time after the swap (`fixFolderTimes`).
+   */
+  fromParentMtimeMs?: number;
 }
 
 export interface DirSwap {
@@ -100,9 +106,18 @@ export function applyDirSwap(swap: DirSwap): void {
 
 export function undoDirSwap(swap: DirSwap): void {
   for (const op of [...swap.ops].reverse()) {
-    if (!renameDone(op)) continue;
-    fs.mkdirSync(path.dirname(op.from), { recursive: true });
-    fs.renameSync(op.to, op.from);
+    if (renameDone(op)) {
+      fs.mkdirSync(path.dirname(op.from), { recursive: true });
+      fs.renameSync(op.to, op.from);
+    }
+    if (op.fromParentMtimeMs !== undefined) {
+      const t = op.fromParentMtimeMs / 1000 + 5e-7; // see utimesSeconds
+      try {
+        fs.utimesSync(path.dirname(op.from), t, t);
+      } catch {
+        // the folder is gone or not ours to touch: its contents are what matters
+      }
+    }
   }
   fs.rmSync(swap.staging, { recursive: true, force: true });
   if (swap.createdTarget) {
@@ -114,15 +129,46 @@ export function undoDirSwap(swap: DirSwap): void {
   }
 }
 
+/** How long writing a database waits for other connections to release their locks on it. */
+const SQLITE_LOCK_WAIT_MS = 30_000;
+
+function schemaVersion(file: string): number {
+  const db = new Database(file, { readonly: true, fileMustExist: true, timeout: SQLITE_LOCK_WAIT_MS });
+  try {
+    return db.pragma('schema_version', { simple: true }) as number;
+  } finally {
+    db.close();
+  }
+}
+
 /** Copies `from` into the database at `to` with SQLite's backup API (transactional for readers of `to`). */
 export async function sqliteCopyInto(from: string, to: string): Promise<void> {
-  const src = new Database(from, { readonly: true, fileMustExist: true });
-  try {
-    // All pages in one step: the destination is written in one transaction.
-    await src.backup(to, { progress: () => 1_000_000_000 });
-  } finally {
-    src.close();
+  const deadline = Date.now() + SQLITE_LOCK_WAIT_MS;
+  for (;;) {
+    const before = schemaVersion(to);
+    const src = new Database(from, { readonly: true, fileMustExist: true });
+    try {
+      // All pages in one step: the destination is written in one transaction.
+      await src.backup(to, { progress: () => 1_000_000_000 });
+    } finally {
+      src.close();
+    }
+    // better-sqlite3 resolves a backup whose step got SQLITE_BUSY (another process holds a
+    // write lock on `to`, or in rollback-journal mode a read transaction) as finished, with
+    // nothing copied: the restore then reported success and left the old data. A committed
+    // backup sets the destination's schema cookie to its previous value + 1: check for that,
+    // and retry until the other connection lets go.
+    if (schemaVersion(to) === before + 1) return;
+    if (Date.now() >= deadline) {
+      throw new Error(`the database ${to} stayed locked by another process for ${SQLITE_LOCK_WAIT_MS / 1000} s (is the application still using it?); it was not changed`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/** Where a database that did not exist before is copied, next to its target, before the rename into place. */
+export function sqliteTempPath(target: string, id: string): string {
+  return `${target}.stowage-restore-${id}`;
 }
 
 export function removeStaleSidecars(dbPath: string): void {
@@ -162,7 +208,12 @@ export function finishJournal(journal: RestoreJournal): void {
 
 /** Undo everything in reverse order: SQLite first (applied last), then folders. */
 export async function rollbackJournal(journal: RestoreJournal): Promise<void> {
-  for (const swap of [...journal.sqlite].reverse()) await undoSqliteSwap(swap);
+  for (const swap of [...journal.sqlite].reverse()) {
+    await undoSqliteSwap(swap);
+    // A crash while copying a new database into place leaves the partial copy next to the
+    // target (outside the scratch folder); it is not the user's data, so remove it.
+    fs.rmSync(sqliteTempPath(swap.target, journal.id), { force: true });
+  }
   for (const swap of [...journal.dirs].reverse()) undoDirSwap(swap);
   fs.rmSync(journal.scratch, { recursive: true, force: true });
 }

@@ -42,7 +42,7 @@ export function planDirSwap(target: string, stagedDir: string, oldDir: string, r
       const childAbs = path.join(abs, d.name);
       if (isKept(childRel, childAbs)) {
         // The backup wins if it does contain something at this path.
-        if (!lstatOrNull(path.join(stagedDir, childRel))) ops.push({ from: childAbs, to: path.join(stagedDir, childRel) });
+        if (!lstatOrNull(path.join(stagedDir, childRel))) ops.push({ from: childAbs, to: path.join(stagedDir, childRel), fromParentMtimeMs: fs.lstatSync(abs).mtimeMs });
       } else if (d.isDirectory()) {
         carry(childRel);
       }
@@ -126,5 +126,27 @@ export function checkVersionPolicy(policy: 'any' | 'same-or-older' | 'same', bac
   if (policy === 'same-or-older') {
     if (cmp === null) throw new StowageError('VERSION_POLICY', `cannot compare the backup's app version "${backupVersion}" with the running "${currentVersion}" (policy "same-or-older"); ${hint}`);
     if (cmp > 0) throw new StowageError('VERSION_POLICY', `this backup comes from a newer app version (${backupVersion}) than the one running (${currentVersion}); upgrade the app first, or ${hint}`);
+  }
+}
+
+/**
+ * Carrying excluded paths into staged folders changed those folders' mtimes after staging had
+ * set them from the backup; set them again once the swap is done. `ops` are the swap's renames.
+ */
+export function fixFolderTimes(ops: RenameOp[], stagedDir: string, target: string, mtimeOf: (rel: string) => string | undefined): void {
+  const done = new Set<string>();
+  for (const op of ops) {
+    if (op.fromParentMtimeMs === undefined) continue;
+    const rel = path.relative(stagedDir, path.dirname(op.to)).split(path.sep).join('/');
+    if (done.has(rel)) continue;
+    done.add(rel);
+    const iso = mtimeOf(rel);
+    if (!iso) continue;
+    const t = Date.parse(iso) / 1000 + 5e-7; // see utimesSeconds
+    try {
+      fs.utimesSync(path.join(target, rel), t, t);
+    } catch {
+      // best effort: content is in place, only a folder time is off
+    }
   }
 }

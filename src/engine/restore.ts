@@ -19,12 +19,13 @@ import {
   removeStaleSidecars,
   rollbackJournal,
   sqliteCopyInto,
+  sqliteTempPath,
   writeJournal,
   type DirSwap,
   type RestoreJournal,
   type SqliteSwap,
 } from './restore-journal.js';
-import { checkVersionPolicy, diffDirSource, planDirSwap, type SourcePlan } from './restore-plan.js';
+import { checkVersionPolicy, diffDirSource, fixFolderTimes, planDirSwap, type SourcePlan } from './restore-plan.js';
 import { stageSourceTree, extractFile } from './restore-stage.js';
 
 export interface RestoreOptions {
@@ -255,7 +256,12 @@ async function restoreSelected(
     journal.phase = 'swapping';
     writeJournal(config.dataDir, journal);
     failpoint('restore.before-swap');
-    for (const swap of journal.dirs) applyDirSwap(swap);
+    for (const swap of journal.dirs) {
+      applyDirSwap(swap);
+      const prefix = `${swap.name}/`;
+      const dirTimes = new Map(reader.manifest.entries.filter((e) => e.type === 'dir' && e.path.startsWith(prefix)).map((e) => [e.path.slice(prefix.length).replace(/\/$/, ''), e.mtime]));
+      fixFolderTimes(swap.ops, path.join(swap.staging, 'new'), swap.target, (rel) => dirTimes.get(rel));
+    }
     for (const swap of journal.sqlite) await applySqlite(config.dataDir, journal, swap);
     failpoint('restore.before-commit');
     journal.phase = 'committed';
@@ -333,7 +339,7 @@ async function applySqlite(dataDir: string, journal: RestoreJournal, swap: Sqlit
     // New database: stale -wal/-shm of a deleted one would be replayed into it; remove them first.
     await fs.promises.mkdir(path.dirname(swap.target), { recursive: true });
     removeStaleSidecars(swap.target);
-    const temp = `${swap.target}.stowage-restore-${journal.id}`;
+    const temp = sqliteTempPath(swap.target, journal.id);
     await fs.promises.copyFile(swap.staged, temp);
     const fh = await fs.promises.open(temp, 'r+');
     await fh.sync();
