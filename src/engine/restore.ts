@@ -253,6 +253,7 @@ async function restoreSelected(
       if (fs.existsSync(swap.target)) swap.previous = path.join(scratch, `${swap.name}.previous.db`);
     }
     syncFilesystem(scratch);
+    catalogue.setRestoreStatus(status); // with the staged counts, in case recovery has to finish it
     journal.phase = 'swapping';
     writeJournal(config.dataDir, journal);
     failpoint('restore.before-swap');
