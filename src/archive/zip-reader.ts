@@ -1,5 +1,5 @@
 import crypto from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import yauzl from 'yauzl';
 import { StowageError } from '../errors.js';
 import { MANIFEST_NAME, parseManifest, type Manifest, type ManifestEntry } from './manifest.js';
@@ -42,6 +42,10 @@ export function checkEntryName(name: string): void {
     if (part === '..') throw unsafe(`entry "${name}" climbs out of its folder with ".."`);
     if (part === '.' || part === '') throw unsafe(`entry "${name}" has an empty or "." path segment`);
   }
+}
+
+function isPlainSegment(name: string): boolean {
+  return name.length > 0 && name !== '.' && name !== '..' && !/[/\\\0]/.test(name) && !/^[a-zA-Z]:/.test(name);
 }
 
 function entryType(e: yauzl.Entry, name: string): 'file' | 'dir' | 'symlink' {
@@ -97,8 +101,18 @@ export class ArchiveReader {
   }
 
   /** The entry's content, inflated; yauzl stops it with an error if it is longer or shorter than declared. */
-  openEntry(entry: ArchiveEntry): Promise<Readable> {
-    return openStream(this.zip, entry.raw);
+  async openEntry(entry: ArchiveEntry): Promise<Readable> {
+    const raw = await openStream(this.zip, entry.raw);
+    // Damaged data fails as zlib's "invalid code lengths set" (with a `code` that callers take
+    // for an I/O error, so a restore reported RESTORE_FAILED naming no entry) or yauzl's "too
+    // many bytes": give every such failure one stable code that names the entry.
+    const out = new PassThrough();
+    raw.on('error', (err: Error) => out.destroy(err instanceof StowageError ? err : damaged(entry.name, err)));
+    out.on('close', () => {
+      if (!raw.readableEnded) raw.destroy();
+    });
+    raw.pipe(out);
+    return out;
   }
 
   /** Reads an entry completely and checks its SHA-256 against the manifest. */
@@ -114,10 +128,15 @@ export class ArchiveReader {
         onBytes?.((chunk as Buffer).length);
       }
     } catch (err) {
-      throw new StowageError('CHECKSUM_MISMATCH', `${entry.name}: cannot be read back (${(err as Error).message}); the archive is damaged`);
+      if (err instanceof StowageError) throw err;
+      throw damaged(entry.name, err as Error);
     }
     checkDigest(entry, size, hash.digest('hex'));
   }
+}
+
+function damaged(name: string, err: Error): StowageError {
+  return new StowageError('CHECKSUM_MISMATCH', `${name}: cannot be read back (${err.message}); the archive is damaged`, { cause: err });
 }
 
 export function checkDigest(entry: ArchiveEntry, size: number, digest: string): void {
@@ -179,7 +198,17 @@ async function checkStructure(zip: yauzl.ZipFile, raws: yauzl.Entry[]): Promise<
   if (!manifestRaw) throw new StowageError('ARCHIVE_INVALID', `not a Stowage backup: the archive has no ${MANIFEST_NAME} manifest (a ZIP made by another tool, or a damaged backup)`);
   const manifest = parseManifest((await readSmallEntry(zip, manifestRaw, MAX_MANIFEST_BYTES)).toString('utf8'));
 
-  const sourceNames = new Set(manifest.sources.map((s) => s.name));
+  // A restore with --target writes each source to <target>/<source name> (a SQLite one to
+  // <target>/<name>/<basename of its path>): a source named ".." emptied the folder above the
+  // target, so names must be one plain path segment, and unique.
+  const sourceNames = new Set<string>();
+  for (const s of manifest.sources) {
+    if (!isPlainSegment(s.name)) throw unsafe(`the manifest has a source name "${s.name}", which is not a plain folder name`);
+    if (sourceNames.has(s.name)) throw unsafe(`the manifest lists source "${s.name}" twice`);
+    sourceNames.add(s.name);
+    const base = s.path.split(/[/\\]/).filter((p) => p !== '').pop() ?? '';
+    if (s.kind === 'sqlite' && !isPlainSegment(base)) throw unsafe(`the manifest's SQLite source "${s.name}" has the path "${s.path}", which does not end in a file name`);
+  }
   const listed = new Map<string, ManifestEntry>();
   for (const m of manifest.entries) {
     checkEntryName(m.path);
@@ -188,6 +217,7 @@ async function checkStructure(zip: yauzl.ZipFile, raws: yauzl.Entry[]): Promise<
     listed.set(key, m);
   }
   const entries: ArchiveEntry[] = [];
+  const links = new Map<string, string>();
   for (const [key, raw] of byName) {
     const name = decodeName(raw);
     if (key === MANIFEST_NAME) continue;
@@ -198,11 +228,23 @@ async function checkStructure(zip: yauzl.ZipFile, raws: yauzl.Entry[]): Promise<
     const type = entryType(raw, name);
     if (type !== m.type) throw unsafe(`entry "${name}" is a ${type} in the archive but a ${m.type} in the manifest`);
     if (raw.uncompressedSize !== m.size) throw unsafe(`entry "${name}" is ${raw.uncompressedSize} bytes in the archive but ${m.size} in the manifest`);
-    if (type === 'symlink') {
-      const target = (await readSmallEntry(zip, raw, 4096)).toString('utf8');
-      if (!symlinkTargetInside(key, target)) throw unsafe(`symlink "${name}" points to "${target}", outside its source`);
-    }
+    if (type === 'symlink') links.set(key, (await readSmallEntry(zip, raw, 4096)).toString('utf8'));
     entries.push({ name: key, type, size: raw.uncompressedSize, compressedSize: raw.compressedSize, manifest: m, raw });
+  }
+  // Symlinks are checked once all are known: a lexical check of each alone let "a/l1 -> ../.."
+  // plus "a/l2 -> l1/../../.." out of the source, and an entry "link/x" below a symlink entry
+  // was written through the link (to wherever it pointed) or failed with EEXIST.
+  if (links.size) {
+    for (const e of entries) {
+      const parts = e.name.split('/');
+      for (let i = parts.length - 1; i > 0; i--) {
+        const parent = parts.slice(0, i).join('/');
+        if (links.has(parent)) throw unsafe(`entry "${e.name}" is inside symlink "${parent}"; extracting it would write through the link`);
+      }
+    }
+    for (const [key, target] of links) {
+      if (!symlinkTargetInside(key, target, links)) throw unsafe(`symlink "${key}" points to "${target}", outside its source`);
+    }
   }
   for (const key of listed.keys()) {
     if (!byName.has(key)) throw new StowageError('ARCHIVE_INVALID', `the manifest lists "${key}" but the archive does not contain it; the archive is damaged`);
@@ -225,18 +267,37 @@ function checkNoOverlap(raws: yauzl.Entry[]): void {
   }
 }
 
-/** `link` is the archive path of the symlink (source/...); the target must resolve inside that source. */
-export function symlinkTargetInside(link: string, target: string): boolean {
-  if (target.length === 0 || target.startsWith('/') || target.includes('\\') || target.includes('\0') || /^[a-zA-Z]:/.test(target)) return false;
+/**
+ * `link` is the archive path of the symlink (source/...); the target must resolve inside that
+ * source. `links` (archive path -> target) are the archive's other symlinks: a path that goes
+ * on through one of them is resolved through its target, as the kernel will, since "l1/.."
+ * is not where "l1" is once l1 is a link.
+ */
+export function symlinkTargetInside(link: string, target: string, links: ReadonlyMap<string, string> = new Map()): boolean {
   const parts = link.split('/');
   const source = parts[0]!;
+  if (source.length === 0) return false;
   const stack = parts.slice(1, -1);
-  for (const seg of target.split('/')) {
+  const badTarget = (t: string) => t.length === 0 || t.startsWith('/') || t.includes('\\') || t.includes('\0') || /^[a-zA-Z]:/.test(t);
+  if (badTarget(target)) return false;
+  // Segments still to walk, next one last.
+  const pending = target.split('/').reverse();
+  let hops = 0;
+  while (pending.length) {
+    const seg = pending.pop()!;
     if (seg === '' || seg === '.') continue;
     if (seg === '..') {
       if (stack.length === 0) return false;
       stack.pop();
-    } else stack.push(seg);
+      continue;
+    }
+    stack.push(seg);
+    const through = pending.some((p) => p !== '' && p !== '.') ? links.get(`${source}/${stack.join('/')}`) : undefined;
+    if (through === undefined) continue;
+    // An intermediate link: continue from its folder with its target (a loop is refused, as ELOOP).
+    if (++hops > 40 || badTarget(through)) return false;
+    stack.pop();
+    pending.push(...through.split('/').reverse());
   }
-  return source.length > 0;
+  return true;
 }
