@@ -52,9 +52,14 @@ function fdCall(fn: (cb: (err: NodeJS.ErrnoException | null) => void) => void): 
   return new Promise((resolve, reject) => fn((err) => (err ? reject(err) : resolve())));
 }
 
+/** Read once: files are created with their final mode when the umask would not change it. */
+const UMASK = process.umask();
+
 export interface FileMeta {
   /** Restore uid/gid (only meaningful as root). */
   owner: boolean;
+  /** New files may not get our own uid/gid (a set-group-ID folder): chown every file. */
+  alwaysChown?: boolean;
   /** Where metadata failures go (they do not fail the restore). */
   warnings: string[];
 }
@@ -66,35 +71,34 @@ export interface FileMeta {
  */
 export async function extractFile(reader: ArchiveReader, entry: ArchiveEntry, dest: string, onBytes: (n: number) => void, meta: FileMeta = { owner: false, warnings: [] }): Promise<void> {
   const m = entry.manifest!;
-  const fd = await openNew(dest, 0o600);
+  const mode = parseInt(m.mode, 8);
+  // Created with its final permissions (a read-only mode still gives us a writable descriptor);
+  // fchmod only when the umask or set-id bits would make them differ.
+  const fd = await openNew(dest, mode & 0o777);
   const hash = crypto.createHash('sha256');
   let size = 0;
   try {
-    const stream = await reader.openEntry(entry);
     try {
-      for await (const chunk of stream) {
-        const buf = chunk as Buffer;
+      for await (const buf of reader.readEntry(entry)) {
         hash.update(buf);
         size += buf.length;
         await writeAll(fd, buf);
         onBytes(buf.length);
       }
     } catch (err) {
-      stream.destroy();
       if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new StowageError('RESTORE_FAILED', `the disk is full while writing ${dest}; free some space and restore again`, { cause: err });
       if (err instanceof StowageError) throw err;
       if ((err as NodeJS.ErrnoException).code) throw err;
       throw new StowageError('CHECKSUM_MISMATCH', `${entry.name}: cannot be read back (${(err as Error).message}); the archive is damaged`, { cause: err });
     }
     checkDigest(entry, size, hash.digest('hex'));
-    await fdCall((cb) => fs.fchmod(fd, parseInt(m.mode, 8), cb));
-    if (meta.owner && m.uid !== undefined && m.gid !== undefined) {
+    if (meta.owner && m.uid !== undefined && m.gid !== undefined && (meta.alwaysChown || m.uid !== process.getuid?.() || m.gid !== process.getgid?.())) {
       await fdCall((cb) => fs.fchown(fd, m.uid!, m.gid!, cb)).catch((err: NodeJS.ErrnoException) => {
         meta.warnings.push(`${entry.name}: ownership not restored (${err.code ?? String(err)})`);
       });
-      // chown clears set-id bits; put the mode back.
-      if (parseInt(m.mode, 8) & 0o6000) await fdCall((cb) => fs.fchmod(fd, parseInt(m.mode, 8), cb));
     }
+    // After chown, which clears set-id bits.
+    if ((mode & 0o7000) !== 0 || (mode & UMASK) !== 0) await fdCall((cb) => fs.fchmod(fd, mode, cb));
     const t = utimesSeconds(m.mtime);
     await fdCall((cb) => fs.futimes(fd, t, t, cb)).catch((err: NodeJS.ErrnoException) => {
       meta.warnings.push(`${entry.name}: modification time not restored (${err.code ?? String(err)})`);
@@ -105,9 +109,8 @@ export async function extractFile(reader: ArchiveReader, entry: ArchiveEntry, de
 }
 
 async function readSymlinkTarget(reader: ArchiveReader, entry: ArchiveEntry): Promise<string> {
-  const stream = await reader.openEntry(entry);
   const parts: Buffer[] = [];
-  for await (const chunk of stream) parts.push(chunk as Buffer);
+  for await (const chunk of reader.readEntry(entry)) parts.push(chunk);
   const data = Buffer.concat(parts);
   checkDigest(entry, data.length, crypto.createHash('sha256').update(data).digest('hex'));
   return data.toString('utf8');
@@ -131,6 +134,7 @@ export async function stageSourceTree(
   const dirs: Array<{ dest: string; entry: ArchiveEntry }> = [];
   const createdDirs = new Set<string>([stagingDir]);
   const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  const alwaysChown = (fs.statSync(stagingDir).mode & 0o2000) !== 0;
 
   const applyMeta = async (dest: string, entry: ArchiveEntry, isLink: boolean) => {
     const m = entry.manifest!;
@@ -174,7 +178,7 @@ export async function stageSourceTree(
         await fs.promises.symlink(target, dest);
         await applyMeta(dest, entry, true);
       } else {
-        await extractFile(reader, entry, dest, onBytes, { owner: asRoot, warnings: result.warnings });
+        await extractFile(reader, entry, dest, onBytes, { owner: asRoot, alwaysChown, warnings: result.warnings });
         result.files++;
         result.bytes += entry.size;
         onFile();
