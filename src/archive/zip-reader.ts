@@ -166,12 +166,14 @@ async function* readEntryData(fd: number, archiveSize: number, raw: CentralEntry
   const expected = raw.uncompressedSize;
   try {
     const offset = raw.relativeOffsetOfLocalHeader;
-    const want = Math.min(LOCAL_HEADER_SLACK + raw.fileName.length + (csize <= WHOLE_ENTRY_BYTES ? csize : 0), archiveSize - offset);
+    // Whole in memory only when both sides are small: a 1 MB deflate stream can inflate to 1 GB.
+    const whole = csize <= WHOLE_ENTRY_BYTES && expected <= WHOLE_ENTRY_BYTES;
+    const want = Math.min(LOCAL_HEADER_SLACK + raw.fileName.length + (whole ? csize : 0), archiveSize - offset);
     let head = await readFully(fd, want, offset);
     if (head.length < 30 || head.readUInt32LE(0) !== 0x04034b50) throw new Error('local file header not found where the central directory says');
     const dataStart = 30 + head.readUInt16LE(26) + head.readUInt16LE(28);
     if (offset + dataStart + csize > archiveSize) throw new Error('entry data runs past the end of the archive (truncated)');
-    if (csize <= WHOLE_ENTRY_BYTES) {
+    if (whole) {
       if (head.length < dataStart + csize) head = await readFully(fd, dataStart + csize, offset);
       const data = head.subarray(dataStart, dataStart + csize);
       const out = raw.compressionMethod === 8 ? await inflateWhole(data, expected).catch(tooMany) : data;
@@ -181,7 +183,7 @@ async function* readEntryData(fd: number, archiveSize: number, raw: CentralEntry
     }
     let produced = 0;
     const chunks = readRange(fd, offset + dataStart, csize);
-    const source = raw.compressionMethod === 8 ? Readable.from(chunks).pipe(zlib.createInflateRaw()) : chunks;
+    const source = raw.compressionMethod === 8 ? Readable.from(chunks).pipe(zlib.createInflateRaw({ chunkSize: 256 * 1024 })) : chunks;
     for await (const chunk of source) {
       const buf = chunk as Buffer;
       produced += buf.length;
