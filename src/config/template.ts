@@ -40,6 +40,6 @@ restore:
   keepPrevious: false           # keep the replaced files, dated, next to the target
 
 compression:
-  level: 6                      # 1 fastest .. 9 smallest; incompressible files are always stored
+  level: 1                      # 1 fastest (default) .. 9 smallest; incompressible files are always stored
 `;
 }

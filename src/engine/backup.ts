@@ -100,6 +100,7 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
   const emitProgress = (force = false) => report({ ...progress, elapsedMs: Date.now() - startedAt }, force);
   const perSource = new Map<string, ManifestSource>();
   const neverInclude = [config.dataDir, config.storage.path];
+  let manifestBytes = 0;
 
   const writer = new ZipWriter(upload.stream, {
     level: config.compression.level,
@@ -156,7 +157,7 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
     void Promise.all(sources.map((s, i) => s.estimate(contexts[i]!)))
       .then((estimates) => {
         progress.filesTotal = estimates.reduce((a, e) => a + e.files, 0);
-        progress.bytesTotal = estimates.reduce((a, e) => a + e.bytes, 0);
+        progress.bytesTotal = estimates.reduce((a, e) => a + e.bytes, 0) + manifestBytes;
       })
       .catch(() => {});
 
@@ -190,6 +191,9 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
     await writer.flushed();
     manifestSpool.finish(header, manifestPath);
     const manifestStat = await fs.promises.stat(manifestPath);
+    // The manifest is archived like any entry; count it so the bar ends at 100%.
+    manifestBytes = manifestStat.size;
+    progress.bytesTotal += manifestBytes;
     await writer.add({ kind: 'file', name: MANIFEST_NAME, path: manifestPath, size: manifestStat.size, mode: 0o644, mtimeMs: now.getTime() });
     await writer.finish();
     const stored = await upload.commit();
