@@ -144,7 +144,9 @@ fs.writeFileSync(CFG, yaml(path.join(TMP, 'data'), corpus));
 // The restore config's source path is never used (--target wins); it points at nothing real so
 // that a --target bug could never overwrite the corpus.
 fs.writeFileSync(CFG_R, yaml(path.join(TMP, 'data-restore'), path.join(TMP, 'unused-restore-path')));
-const stowage = (cfg, ...args) => [process.execPath, CLI, '--config', cfg, ...args];
+// Run the CLI as its bin does: the shebang of dist/cli/main.js passes these node flags.
+const CLI_NODE_FLAGS = (fs.readFileSync(BUILT_CLI, 'utf8').split('\n')[0].match(/node\s+(.*)$/)?.[1] ?? '').split(/\s+/).filter(Boolean);
+const stowage = (cfg, ...args) => [process.execPath, ...CLI_NODE_FLAGS, CLI, '--config', cfg, ...args];
 const ZIP = path.join(TMP, 'zip-r.zip'), ZIP0 = path.join(TMP, 'zip-0.zip'), TGZ = path.join(TMP, 'out.tgz'), REPO = path.join(TMP, 'restic-repo');
 let stowageArchive = null, lastStowageKey = null;
 
