@@ -21,7 +21,6 @@ import {
   sqliteCopyInto,
   sqliteTempPath,
   writeJournal,
-  type DirSwap,
   type RestoreJournal,
   type SqliteSwap,
 } from './restore-journal.js';
@@ -120,14 +119,17 @@ async function checkFreeSpace(selected: Selected[]): Promise<void> {
   }
 }
 
-/** Runs a restore. The caller holds the data-folder lock; `safetyBackup` runs a pre-restore backup. */
+/**
+ * Runs a restore. The caller holds the data-folder lock; `safetyBackup` runs a pre-restore
+ * backup (null when there is nothing of the configured data to protect, e.g. with --target).
+ */
 export async function runRestore(
   ctx: EngineContext,
   archive: { file: string; key: string },
   options: RestoreOptions,
-  safetyBackup: () => Promise<string | null>,
+  safetyBackup: (() => Promise<string>) | null,
 ): Promise<RestoreOutcome> {
-  const { config, catalogue, events } = ctx;
+  const { config, catalogue } = ctx;
   const disabled = restoreDisabledReason(ctx);
   if (disabled) throw new StowageError('RESTORE_DISABLED', `${disabled}; nothing was changed`);
   const reader = await ArchiveReader.open(archive.file);
@@ -160,7 +162,7 @@ async function restoreSelected(
   selected: Selected[],
   skipped: SourceRestoreResult[],
   options: RestoreOptions,
-  safetyBackup: () => Promise<string | null>,
+  safetyBackup: (() => Promise<string>) | null,
   neverInclude: string[],
 ): Promise<RestoreOutcome> {
   const { config, catalogue, events } = ctx;
@@ -178,7 +180,7 @@ async function restoreSelected(
   const progress: Omit<Progress, 'elapsedMs'> = {
     phase: 'verifying',
     files: 0,
-    filesTotal: selected.reduce((a, s) => a + s.source.files + (s.source.kind === 'sqlite' ? 0 : 0), 0),
+    filesTotal: selected.reduce((a, s) => a + s.source.files, 0),
     bytes: 0,
     bytesTotal: selected.reduce((a, s) => a + s.source.bytes, 0),
   };
@@ -230,7 +232,7 @@ async function restoreSelected(
     failpoint('restore.after-stage');
 
     // 2. A safety backup of the current state, so that a wrong restore can be undone.
-    if (options.safetyBackup ?? config.restore.safetyBackup) {
+    if (safetyBackup && (options.safetyBackup ?? config.restore.safetyBackup)) {
       progress.phase = 'safety-backup';
       emitProgress(true);
       try {
@@ -351,4 +353,3 @@ async function applySqlite(dataDir: string, journal: RestoreJournal, swap: Sqlit
   writeJournal(dataDir, journal);
 }
 
-export type { DirSwap };

@@ -286,7 +286,7 @@ export class Stowage extends StowageEmitter {
     const run = async () => {
       const archive = await this.openArchive(keyOrFile);
       try {
-        return await runRestore(this.context, archive, options, () => this.safetyBackup(archive.key, options));
+        return await runRestore(this.context, archive, options, this.safetyBackupFor(archive.key, options));
       } finally {
         await archive.release();
       }
@@ -296,12 +296,11 @@ export class Stowage extends StowageEmitter {
   }
 
   /** A pre-restore backup of the sources that exist now; null when there is nothing to protect. */
-  private async safetyBackup(key: string, options: RestoreOptions): Promise<string | null> {
+  private safetyBackupFor(key: string, options: RestoreOptions): (() => Promise<string>) | null {
     if (options.targetDir) return null; // the configured data is not touched
     const present = this.config.sources.filter((s) => fs.existsSync(s.path) && (!options.sources?.length || options.sources.includes(s.name))).map((s) => s.name);
     if (!present.length) return null;
-    const record = await runBackup(this.context, { trigger: 'pre-restore', description: `automatic backup before restoring ${key}`, sources: present });
-    return record.key;
+    return async () => (await runBackup(this.context, { trigger: 'pre-restore', description: `automatic backup before restoring ${key}`, sources: present })).key;
   }
 
   async deleteBackup(key: string): Promise<void> {
