@@ -9,7 +9,9 @@ import { StowageError } from '../errors.js';
  * mismatch, a truncated archive or a full disk fails here, before anything of the target has
  * been touched. Several entries are extracted at once (inflate runs on the thread pool).
  */
-const PARALLEL_ENTRIES = 8;
+const PARALLEL_ENTRIES = 4;
+/** The synchronous small-file loop yields to the event loop this often. */
+const SLICE_MS = 10;
 
 export interface StageResult {
   files: number;
@@ -70,7 +72,7 @@ export interface FileMeta {
  * thousands of small files.
  */
 export async function extractFile(reader: ArchiveReader, entry: ArchiveEntry, dest: string, onBytes: (n: number) => void, meta: FileMeta = { owner: false, warnings: [] }): Promise<void> {
-  if (entry.size <= SMALL_FILE_BYTES) return extractSmallFile(reader, entry, dest, onBytes, meta);
+  if (reader.isSmall(entry)) return extractSmallFileSync(reader, entry, dest, onBytes, meta);
   const m = entry.manifest!;
   const mode = parseInt(m.mode, 8);
   // Created with its final permissions (a read-only mode still gives us a writable descriptor);
@@ -110,25 +112,22 @@ export async function extractFile(reader: ArchiveReader, entry: ArchiveEntry, de
 }
 
 /**
- * Small files are read and verified whole, then written with synchronous calls: creating,
- * writing and closing a small file lands in the page cache in microseconds, while the same four
- * calls through the thread pool cost more in hand-offs than the work (20,000 files: measured in
- * docs/PERFORMANCE.md). Nothing unverified is ever written.
+ * Small files are read, inflated and verified whole, then written, all with direct calls:
+ * creating, writing and closing a small file lands in the page cache in microseconds, while
+ * the same calls through the thread pool cost more in hand-offs than the work (20,000 files:
+ * see docs/PERFORMANCE.md). Nothing unverified is ever written. Callers run these in short
+ * slices so that the event loop (and large entries on the thread pool) keep moving.
  */
-const SMALL_FILE_BYTES = 256 * 1024;
-
 function noteSyncFailure(err: unknown, dest: string): never {
   const code = (err as NodeJS.ErrnoException).code;
   if (code === 'ENOSPC') throw new StowageError('RESTORE_FAILED', `the disk is full while writing ${dest}; free some space and restore again`, { cause: err });
   throw err;
 }
 
-async function extractSmallFile(reader: ArchiveReader, entry: ArchiveEntry, dest: string, onBytes: (n: number) => void, meta: FileMeta): Promise<void> {
+function extractSmallFileSync(reader: ArchiveReader, entry: ArchiveEntry, dest: string, onBytes: (n: number) => void, meta: FileMeta): void {
   const m = entry.manifest!;
   const mode = parseInt(m.mode, 8);
-  const parts: Buffer[] = [];
-  for await (const buf of reader.readEntry(entry)) parts.push(buf);
-  const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  const data = reader.readWholeSync(entry);
   checkDigest(entry, data.length, crypto.createHash('sha256').update(data).digest('hex'));
   let fd: number;
   try {
@@ -215,10 +214,34 @@ export async function stageSourceTree(
     dirs.push({ dest, entry });
   }
   const files = entries.filter((e) => e.type !== 'dir');
+  // Small regular files in one synchronous loop, in slices; large ones and symlinks through
+  // the async workers meanwhile, so inflate of big files overlaps with the small-file loop.
+  const small = files.filter((e) => e.type === 'file' && reader.isSmall(e));
+  const rest = files.filter((e) => !(e.type === 'file' && reader.isSmall(e)));
+  const fileMeta: FileMeta = { owner: asRoot, alwaysChown, warnings: result.warnings };
+  const smallLoop = async () => {
+    let sliceStart = Date.now();
+    for (const entry of small) {
+      const dest = path.join(stagingDir, entry.name.slice(prefix.length));
+      const parent = path.dirname(dest);
+      if (!createdDirs.has(parent)) {
+        fs.mkdirSync(parent, { recursive: true });
+        createdDirs.add(parent);
+      }
+      extractSmallFileSync(reader, entry, dest, onBytes, fileMeta);
+      result.files++;
+      result.bytes += entry.size;
+      onFile();
+      if (Date.now() - sliceStart >= SLICE_MS) {
+        await new Promise((resolve) => setImmediate(resolve));
+        sliceStart = Date.now();
+      }
+    }
+  };
   let next = 0;
   const worker = async () => {
-    while (next < files.length) {
-      const entry = files[next++]!;
+    while (next < rest.length) {
+      const entry = rest[next++]!;
       const dest = path.join(stagingDir, entry.name.slice(prefix.length));
       // Folders were all created above (each has its own entry); a foreign archive may lack them.
       const parent = path.dirname(dest);
@@ -231,14 +254,14 @@ export async function stageSourceTree(
         await fs.promises.symlink(target, dest);
         await applyMeta(dest, entry, true);
       } else {
-        await extractFile(reader, entry, dest, onBytes, { owner: asRoot, alwaysChown, warnings: result.warnings });
+        await extractFile(reader, entry, dest, onBytes, fileMeta);
         result.files++;
         result.bytes += entry.size;
         onFile();
       }
     }
   };
-  const workers = Array.from({ length: Math.min(PARALLEL_ENTRIES, files.length) }, worker);
+  const workers = [smallLoop(), ...Array.from({ length: Math.min(PARALLEL_ENTRIES, rest.length) }, worker)];
   const settled = await Promise.allSettled(workers);
   const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
   if (failed) throw failed.reason;
