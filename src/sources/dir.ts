@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ArchiveInput } from '../archive/zip-writer.js';
 import { StowageError } from '../errors.js';
+import { estimateInWorker } from './estimate-worker.js';
 import { RESTORE_STAGING_PREFIX, type BackupContext, type Source, type SourceEstimate } from './source.js';
 
 /** How many lstat calls run at once while walking one folder. */
@@ -115,45 +116,11 @@ export class DirSource implements Source {
     }
   }
 
-  /**
-   * Totals for the progress bar. Synchronous calls in slices of a few milliseconds, yielding to
-   * the event loop between slices: a third of the CPU of the async walk (which the backup itself
-   * needs for parallel I/O on cold disks), and it never holds up the archive pipeline for long.
-   */
+  /** Totals for the progress bar, counted on a worker thread (see estimate-worker.ts). */
   async estimate(ctx: BackupContext): Promise<SourceEstimate> {
     await this.checkRoot();
-    let files = 0;
-    let bytes = 0;
-    if (ctx.excludes.excludesEverything) return { files, bytes };
-    const never = new Set(ctx.neverInclude.map((p) => path.resolve(p)));
-    const stack: Array<{ abs: string; rel: string }> = [{ abs: this.path, rel: '' }];
-    let sliceStart = Date.now();
-    while (stack.length) {
-      const { abs: dirAbs, rel: dirRel } = stack.pop()!;
-      let names: string[];
-      try {
-        names = fs.readdirSync(dirAbs);
-      } catch {
-        continue;
-      }
-      for (const name of names) {
-        const rel = dirRel ? `${dirRel}/${name}` : name;
-        const abs = path.join(dirAbs, name);
-        if (name.startsWith(RESTORE_STAGING_PREFIX) || ctx.excludes.matches(rel) || never.has(abs)) continue;
-        const st = fs.lstatSync(abs, { throwIfNoEntry: false });
-        if (!st) continue;
-        if (st.isDirectory()) stack.push({ abs, rel });
-        else if (st.isFile()) {
-          files++;
-          bytes += st.size;
-        }
-      }
-      if (Date.now() - sliceStart > 5) {
-        await new Promise((resolve) => setImmediate(resolve));
-        sliceStart = Date.now();
-      }
-    }
-    return { files, bytes };
+    if (ctx.excludes.excludesEverything) return { files: 0, bytes: 0 };
+    return estimateInWorker(this.path, ctx.excludes.rules, ctx.neverInclude.map((p) => path.resolve(p)));
   }
 
   async *entries(ctx: BackupContext): AsyncGenerator<ArchiveInput> {
