@@ -12,6 +12,7 @@ import { createSource } from '../sources/index.js';
 import type { BackupContext, Source } from '../sources/source.js';
 import { defaultKey, keyFromName } from '../storage/keys.js';
 import { LocalStorage } from '../storage/local.js';
+import type { Upload } from '../storage/storage.js';
 import type { BackupRecord, BackupTrigger, SourceSummary } from './catalogue.js';
 import type { EngineContext } from './context.js';
 
@@ -93,7 +94,6 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
   const token = crypto.randomBytes(6).toString('hex');
   const manifestSpool = new ManifestSpool(path.join(tempDir, `manifest-${token}.spool`));
   const manifestPath = path.join(tempDir, `manifest-${token}.json`);
-  const upload = await storage.createUpload(key);
   const startedAt = Date.now();
   const progress = { phase: 'scanning', files: 0, filesTotal: 0, bytes: 0, bytesTotal: 0 };
   const report = progressThrottle((p) => events.emit('backup.progress', { key, ...p }));
@@ -102,7 +102,9 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
   const neverInclude = [config.dataDir, config.storage.path];
   let manifestBytes = 0;
 
-  const writer = new ZipWriter(upload.stream, {
+  let upload: Upload | undefined;
+  let writer: ZipWriter | undefined;
+  const newWriter = (output: Upload) => new ZipWriter(output.stream, {
     level: config.compression.level,
     spoolPath: path.join(tempDir, `central-${token}.spool`),
     onProgress: (n) => {
@@ -136,6 +138,8 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
   });
 
   try {
+    upload = await storage.createUpload(key);
+    writer = newWriter(upload);
     // Source contexts with their exclude rules, hooks included.
     const contexts: BackupContext[] = [];
     for (const source of sources) {
@@ -222,8 +226,8 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
     });
     return done;
   } catch (err) {
-    await writer.abort(err).catch(() => {});
-    await upload.abort().catch(() => {});
+    await writer?.abort(err).catch(() => {});
+    await upload?.abort().catch(() => {});
     manifestSpool.discard();
     const message = isStowageError(err) ? err.message : `backup failed: ${errorMessage(err)}`;
     catalogue.updateBackup(key, { status: 'failed', statusMessage: message, warnings });
