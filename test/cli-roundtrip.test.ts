@@ -6,39 +6,13 @@ import Database from 'better-sqlite3';
 import { spawnSync } from 'node:child_process';
 import { CLI, stowage } from '../src/testing/cli.js';
 import { hasCommand, makeTempDir, removeDir, run } from '../src/testing/tmp.js';
+import { snapshotTree, type TreeSnapshot } from '../src/testing/tree-snapshot.js';
 
 /**
  * End to end through the real CLI process: backup, verify, change the data, restore, and
  * compare byte for byte (content, modes, mtimes, empty folders, symlinks, unicode and long
  * names, zero-byte files). External tools judge the archives.
  */
-
-interface Node {
-  type: 'file' | 'dir' | 'symlink';
-  mode: number;
-  mtimeMs: number;
-  sha256?: string;
-  target?: string;
-}
-
-/** Everything a byte-for-byte comparison needs, keyed by relative path. */
-function snapshot(root: string): Record<string, Node> {
-  const out: Record<string, Node> = {};
-  const walk = (dir: string, rel: string) => {
-    for (const name of fs.readdirSync(dir).sort()) {
-      const abs = path.join(dir, name);
-      const r = rel ? `${rel}/${name}` : name;
-      const st = fs.lstatSync(abs);
-      if (st.isSymbolicLink()) out[r] = { type: 'symlink', mode: 0, mtimeMs: 0, target: fs.readlinkSync(abs) };
-      else if (st.isDirectory()) {
-        out[r] = { type: 'dir', mode: st.mode & 0o7777, mtimeMs: Math.floor(st.mtimeMs) };
-        walk(abs, r);
-      } else out[r] = { type: 'file', mode: st.mode & 0o7777, mtimeMs: Math.floor(st.mtimeMs), sha256: crypto.createHash('sha256').update(fs.readFileSync(abs)).digest('hex') };
-    }
-  };
-  walk(root, '');
-  return out;
-}
 
 /** Every folder above `file` is searchable by others and the file readable by them. */
 function readableByOthers(file: string): boolean {
@@ -107,13 +81,13 @@ beforeEach(() => {
 afterEach(() => removeDir(project));
 
 /** The tree as the backup should restore it: excluded paths (logs, *.tmp, the db folder) left out. */
-function backedUpView(snap: Record<string, Node>): Record<string, Node> {
+function backedUpView(snap: TreeSnapshot): TreeSnapshot {
   return Object.fromEntries(Object.entries(snap).filter(([p]) => !p.startsWith('logs') && !p.endsWith('.tmp') && !p.startsWith('db')));
 }
 
 describe('stowage CLI round trip', () => {
   it('backs up, verifies, restores byte for byte, and leaves excluded paths alone', async () => {
-    const before = snapshot(path.join(project, 'app'));
+    const before = snapshotTree(path.join(project, 'app'), { wholeMs: true });
 
     const backup = stowage(project, ['backup', '--name', 'rt', '--description', 'round trip', '--json']);
     expect(backup.stderr).toBe('');
@@ -174,7 +148,7 @@ describe('stowage CLI round trip', () => {
     expect(restore.result).toMatchObject({ ok: true, status: { status: 'completed', key: 'rt.zip' } });
     expect(restore.lines.some((l) => l.type === 'progress' && l.phase === 'swapping')).toBe(true);
 
-    const after = snapshot(app);
+    const after = snapshotTree(app, { wholeMs: true });
     expect(backedUpView(after)).toEqual(backedUpView(before));
     // Excluded paths are as they were just before the restore, not as in the backup.
     expect(fs.readFileSync(path.join(app, 'logs/app.log'), 'utf8')).toBe('log after backup\n');

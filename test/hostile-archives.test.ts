@@ -21,6 +21,7 @@ import {
   type TreeItem,
 } from '../src/testing/evil-zip.js';
 import { hasCommand, makeTempDir, removeDir, run, writeTree } from '../src/testing/tmp.js';
+import { snapshotTree } from '../src/testing/tree-snapshot.js';
 
 /**
  * Hostile archives through the real CLI process: every one must be refused with exit status 1,
@@ -28,33 +29,6 @@ import { hasCommand, makeTempDir, removeDir, run, writeTree } from '../src/testi
  * as it was (no staging leftovers) with nothing written anywhere else. Each archive is built
  * byte by byte (src/testing/evil-zip.ts), starting from a manifest that is otherwise valid.
  */
-
-interface Node {
-  type: 'file' | 'dir' | 'symlink';
-  mode: number;
-  mtimeMs: number;
-  sha256?: string;
-  target?: string;
-}
-
-/** Paths, types, modes, mtimes, content hashes and link targets below `root` (not root itself). */
-function snapshot(root: string): Record<string, Node> {
-  const out: Record<string, Node> = {};
-  const walk = (dir: string, rel: string) => {
-    for (const name of fs.readdirSync(dir).sort()) {
-      const abs = path.join(dir, name);
-      const r = rel ? `${rel}/${name}` : name;
-      const st = fs.lstatSync(abs);
-      if (st.isSymbolicLink()) out[r] = { type: 'symlink', mode: st.mode & 0o7777, mtimeMs: st.mtimeMs, target: fs.readlinkSync(abs) };
-      else if (st.isDirectory()) {
-        out[r] = { type: 'dir', mode: st.mode & 0o7777, mtimeMs: st.mtimeMs };
-        walk(abs, r);
-      } else out[r] = { type: 'file', mode: st.mode & 0o7777, mtimeMs: st.mtimeMs, sha256: sha256(fs.readFileSync(abs)) };
-    }
-  };
-  walk(root, '');
-  return out;
-}
 
 /** Every path below `root` whose name contains `marker`. */
 function findNamed(root: string, marker: string): string[] {
@@ -210,7 +184,7 @@ function expectNoStack(r: CliResult): void {
  * target unchanged byte for byte, no staging leftovers, nothing written elsewhere. Then verify.
  */
 async function expectRefused(file: string, want: Expectation): Promise<void> {
-  const appBefore = snapshot(app);
+  const appBefore = snapshotTree(app);
   const dbBefore = sha256File(path.join(project, 'db/app.db'));
   const topBefore = fs.readdirSync(project).filter((n) => n !== 'data').sort();
 
@@ -226,7 +200,7 @@ async function expectRefused(file: string, want: Expectation): Promise<void> {
   expect(sha256File(path.join(project, 'db/app.db'))).toBe(dbBefore);
   expect(fs.existsSync(path.join(project, 'data/restore-journal.json'))).toBe(false);
   // The target: byte for byte, mode for mode, mtime for mtime; no .stowage-* leftovers.
-  expect(snapshot(app), context).toEqual(appBefore);
+  expect(snapshotTree(app), context).toEqual(appBefore);
   expect(findNamed(project, '.stowage-restore-')).toEqual([]);
   expect(fs.readdirSync(app).filter((n) => n.startsWith('.stowage'))).toEqual([]);
 
@@ -418,9 +392,9 @@ describe('hostile archives: source names', () => {
     fs.mkdirSync(target, { recursive: true });
     fs.writeFileSync(path.join(target, 'keep.txt'), 'in the target folder\n');
     fs.writeFileSync(path.join(outside, 'a', 'b', 'keep.txt'), 'next to the target folder\n');
-    const before = snapshot(outside);
+    const before = snapshotTree(outside);
     const r = await stowageAsync(project, ['restore', file, '--target', target, '--yes', '--json']);
-    expect(snapshot(outside), r.stdout).toEqual(before);
+    expect(snapshotTree(outside), r.stdout).toEqual(before);
     expect(r.status, r.stdout + r.stderr).toBe(1);
     expect(r.result).toMatchObject({ type: 'error', code: 'ARCHIVE_UNSAFE' });
     expect(r.result!.message).toMatch(/has a source name "\.\.", which is not a plain folder name/);

@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
 import { stowage, type CliResult } from '../src/testing/cli.js';
 import { makeTempDir, removeDir } from '../src/testing/tmp.js';
+import { snapshotTree, type TreeSnapshot } from '../src/testing/tree-snapshot.js';
 
 /**
  * Crash safety of restore, against real dead processes: the CLI is SIGKILLed at each failpoint
@@ -20,35 +21,8 @@ import { makeTempDir, removeDir } from '../src/testing/tmp.js';
 // ---------------------------------------------------------------------------------------------
 // Tree snapshots
 
-interface Node {
-  type: 'file' | 'dir' | 'symlink' | 'other';
-  mode: number;
-  mtimeMs: number;
-  sha256?: string;
-  target?: string;
-}
-type Snapshot = Record<string, Node>;
-
-/** Every entry under `root` (nothing filtered: Stowage's own leftovers count as differences). */
-function snapshot(root: string): Snapshot {
-  const out: Snapshot = {};
-  const walk = (dir: string, rel: string) => {
-    for (const name of fs.readdirSync(dir).sort()) {
-      const abs = path.join(dir, name);
-      const r = rel ? `${rel}/${name}` : name;
-      const st = fs.lstatSync(abs);
-      const base = { mode: st.mode & 0o7777, mtimeMs: Math.floor(st.mtimeMs) };
-      if (st.isSymbolicLink()) out[r] = { type: 'symlink', ...base, target: fs.readlinkSync(abs) };
-      else if (st.isDirectory()) {
-        out[r] = { type: 'dir', ...base };
-        walk(abs, r);
-      } else if (st.isFile()) out[r] = { type: 'file', ...base, sha256: crypto.createHash('sha256').update(fs.readFileSync(abs)).digest('hex') };
-      else out[r] = { type: 'other', ...base };
-    }
-  };
-  walk(root, '');
-  return out;
-}
+type Snapshot = TreeSnapshot;
+const snapshot = (root: string): Snapshot => snapshotTree(root, { wholeMs: true });
 
 interface AppState {
   /** Everything the backup covers (all but logs/). */
