@@ -1,4 +1,4 @@
-import fs from 'node:fs';
+import { readFullySync } from '../fs/fd.js';
 import { MAX_U16, MAX_U32, SIG_CENTRAL, SIG_EOCD, SIG_ZIP64_EOCD, SIG_ZIP64_LOCATOR } from './zip-format.js';
 
 /**
@@ -29,13 +29,8 @@ export class ZipStructureError extends Error {}
 const MAX_CENTRAL_DIRECTORY = 1024 * 1024 * 1024;
 
 function readExactly(fd: number, length: number, position: number): Buffer {
-  const buf = Buffer.allocUnsafe(length);
-  let filled = 0;
-  while (filled < length) {
-    const n = fs.readSync(fd, buf, filled, length - filled, position + filled);
-    if (n === 0) throw new ZipStructureError('unexpected end of file');
-    filled += n;
-  }
+  const buf = readFullySync(fd, length, position);
+  if (buf.length < length) throw new ZipStructureError('unexpected end of file');
   return buf;
 }
 

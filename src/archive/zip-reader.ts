@@ -6,6 +6,7 @@ import { StowageError } from '../errors.js';
 import { MANIFEST_NAME, parseManifest, type Manifest, type ManifestEntry } from './manifest.js';
 import { S_IFDIR, S_IFLNK, S_IFMT } from './zip-format.js';
 import { readCentralDirectory, ZipStructureError, type CentralEntry } from './zip-central.js';
+import { readFully, readFullySync } from '../fs/fd.js';
 
 /**
  * Opens a Stowage archive for verify and restore, and refuses anything hostile before a byte is
@@ -67,21 +68,6 @@ const WHOLE_ENTRY_BYTES = 1024 * 1024;
 const READ_CHUNK_BYTES = 1024 * 1024;
 /** Room for the local header's name and extra fields, so a small entry takes a single read. */
 const LOCAL_HEADER_SLACK = 30 + 512;
-
-function readAt(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.read(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n))));
-}
-
-async function readFully(fd: number, length: number, position: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
-  let filled = 0;
-  while (filled < length) {
-    const n = await readAt(fd, buf, filled, length - filled, position + filled);
-    if (n === 0) break;
-    filled += n;
-  }
-  return filled === length ? buf : buf.subarray(0, filled);
-}
 
 /** zlib's "Cannot create a Buffer larger than N" (maxOutputLength) means the data is longer than declared. */
 function tooMany(err: NodeJS.ErrnoException): never {
@@ -221,16 +207,6 @@ export function readSmallSync(fd: number, archiveSize: number, raw: CentralEntry
     if (err instanceof StowageError) throw err;
     throw damaged(name, err as Error);
   }
-}
-
-function readFullySync(fd: number, length: number, position: number, buf: Buffer): Buffer {
-  let filled = 0;
-  while (filled < length) {
-    const n = fs.readSync(fd, buf, filled, length - filled, position + filled);
-    if (n === 0) break;
-    filled += n;
-  }
-  return buf.subarray(0, filled);
 }
 
 async function* readEntryData(fd: number, archiveSize: number, raw: CentralEntry, name: string): AsyncGenerator<Buffer> {

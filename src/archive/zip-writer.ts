@@ -4,6 +4,7 @@ import type { Writable, Readable } from 'node:stream';
 import zlib from 'node:zlib';
 import { CHUNK_BYTES, DICTIONARY_BYTES, deflateChunk } from './deflate-chunks.js';
 import { looksIncompressible } from './compressibility.js';
+import { closeFd, openForRead, readFully } from '../fs/fd.js';
 import {
   FLAG_DESCRIPTOR,
   FLAG_UTF8,
@@ -149,7 +150,6 @@ export class ZipWriter {
   private readonly concurrency: number;
   private readonly bufferBytes: number;
   private readonly queue: EntryTask[] = [];
-  private head: EntryTask | undefined;
   private buffered = 0;
   private running = 0;
   /** Raw bytes were written (read-ahead budget freed) or the head moved. */
@@ -257,7 +257,7 @@ export class ZipWriter {
   /** May this task read another chunk now? The head always may (within its own read-ahead). */
   private mayRead(task: EntryTask): boolean {
     if (this.failure !== undefined) return true; // let it notice and stop
-    if (task === this.head || this.queue[0] === task) return task.pendingRaw < HEAD_READ_AHEAD;
+    if (this.queue[0] === task) return task.pendingRaw < HEAD_READ_AHEAD;
     return this.buffered + CHUNK_BYTES <= this.bufferBytes;
   }
 
@@ -289,7 +289,7 @@ export class ZipWriter {
       }
       expectedSize = input.size;
       chunks = readFileChunks(fd, input.size, this.pool);
-      close = () => closeFd(fd);
+      close = () => closeFd(fd).catch(() => {});
     } else {
       chunks = rechunk(input.stream)[Symbol.asyncIterator]();
       close = async () => {
@@ -385,7 +385,6 @@ export class ZipWriter {
       this.throwIfFailed();
       const task = this.queue[0];
       if (!task) return; // closed and drained
-      this.head = task;
       this.budgetFreed.fire();
       task.changed.fire();
       await this.writeEntry(task);
@@ -527,40 +526,17 @@ export class ZipWriter {
   }
 }
 
-// The callback fs API, not fs.promises: on 20,000 small files the FileHandle machinery cost
-// more main-thread time than the reads themselves (measured, see docs/PERFORMANCE.md).
-function openForRead(file: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fs.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW, (err, fd) => (err ? reject(err) : resolve(fd)));
-  });
-}
-
-function closeFd(fd: number): Promise<void> {
-  return new Promise((resolve) => fs.close(fd, () => resolve()));
-}
-
-function readAt(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fs.read(fd, buf, offset, length, position, (err, n) => (err ? reject(err) : resolve(n)));
-  });
-}
-
 /** Reads a file in CHUNK_BYTES pieces, never more than `size` bytes (the size the walk saw). */
 async function* readFileChunks(fd: number, size: number, pool: ChunkPool): AsyncGenerator<Buffer> {
   let position = 0;
   while (position < size) {
     const want = Math.min(CHUNK_BYTES, size - position);
     const buf = want === CHUNK_BYTES ? pool.take() : Buffer.allocUnsafe(want);
-    let filled = 0;
-    while (filled < want) {
-      const n = await readAt(fd, buf, filled, want - filled, position + filled);
-      if (n === 0) break;
-      filled += n;
-    }
-    if (filled === 0) return; // the file shrank
-    position += filled;
-    yield filled === want ? buf : buf.subarray(0, filled);
-    if (filled < want) return;
+    const data = await readFully(fd, want, position, buf);
+    if (data.length === 0) return; // the file shrank
+    position += data.length;
+    yield data;
+    if (data.length < want) return;
   }
 }
 

@@ -88,6 +88,22 @@ export function action<A extends unknown[]>(fn: (out: Output, ...args: A) => Pro
   };
 }
 
+/**
+ * `action` for commands that work on the engine: opens it (with the notices openStowage prints),
+ * runs the body with commander's arguments, and closes it whatever happens.
+ */
+export function engineAction<A extends unknown[]>(fn: (out: Output, stowage: Stowage, ...args: A) => Promise<number | void>) {
+  return action(async (out: Output, ...args: unknown[]) => {
+    const cmd = args[args.length - 1] as Command;
+    const stowage = await openStowage(globalOptions(cmd), out);
+    try {
+      return await fn(out, stowage, ...(args as A));
+    } finally {
+      stowage.close();
+    }
+  });
+}
+
 /** Collects a repeatable option into an array. */
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];

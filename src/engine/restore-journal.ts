@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { writeFileAtomicSync } from '../fs/durable.js';
+import { utimesSeconds } from '../fs/fd.js';
 import { utcStamp } from '../storage/keys.js';
 import { failpoint } from './failpoints.js';
 
@@ -111,7 +112,7 @@ export function undoDirSwap(swap: DirSwap): void {
       fs.renameSync(op.to, op.from);
     }
     if (op.fromParentMtimeMs !== undefined) {
-      const t = op.fromParentMtimeMs / 1000 + 5e-7; // see utimesSeconds
+      const t = utimesSeconds(op.fromParentMtimeMs);
       try {
         fs.utimesSync(path.dirname(op.from), t, t);
       } catch {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Manifest } from '../archive/manifest.js';
 import { StowageError } from '../errors.js';
+import { utimesSeconds } from '../fs/fd.js';
 import { walkDir } from '../sources/dir.js';
 import type { ExcludeRules } from '../sources/fnmatch.js';
 import type { RenameOp } from './restore-journal.js';
@@ -142,7 +143,7 @@ export function fixFolderTimes(ops: RenameOp[], stagedDir: string, target: strin
     done.add(rel);
     const iso = mtimeOf(rel);
     if (!iso) continue;
-    const t = Date.parse(iso) / 1000 + 5e-7; // see utimesSeconds
+    const t = utimesSeconds(Date.parse(iso));
     try {
       fs.utimesSync(path.join(target, rel), t, t);
     } catch {

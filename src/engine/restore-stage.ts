@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { checkDigest, type ArchiveEntry, type ArchiveReader } from '../archive/zip-reader.js';
 import { StowageError } from '../errors.js';
+import { closeFd, openNew, utimesSeconds, writeAll } from '../fs/fd.js';
 
 /**
  * Extraction into a staging folder, verifying every entry's SHA-256 as it is written: a
@@ -20,40 +21,6 @@ export interface StageResult {
   warnings: string[];
 }
 
-/**
- * Seconds for utimes from a millisecond ISO time. Half a microsecond is added because the
- * double-to-timespec conversion would otherwise turn .504 s into .503999999 s, and the file
- * would read back one millisecond early.
- */
-export function utimesSeconds(iso: string): number {
-  return Date.parse(iso) / 1000 + 5e-7;
-}
-
-function writeAll(fd: number, buf: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const step = (offset: number) => {
-      fs.write(fd, buf, offset, buf.length - offset, null, (err, n) => {
-        if (err) reject(err);
-        else if (offset + n < buf.length) step(offset + n);
-        else resolve();
-      });
-    };
-    step(0);
-  });
-}
-
-function openNew(file: string, mode: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.open(file, 'wx', mode, (err, fd) => (err ? reject(err) : resolve(fd))));
-}
-
-function closeFd(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
-}
-
-function fdCall(fn: (cb: (err: NodeJS.ErrnoException | null) => void) => void): Promise<void> {
-  return new Promise((resolve, reject) => fn((err) => (err ? reject(err) : resolve())));
-}
-
 /** Read once: files are created with their final mode when the umask would not change it. */
 const UMASK = process.umask();
 
@@ -66,46 +33,53 @@ export interface FileMeta {
   warnings: string[];
 }
 
+/** ENOSPC becomes an error saying what to do; anything else is rethrown as is. */
+function writeFailure(err: unknown, dest: string): never {
+  if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new StowageError('RESTORE_FAILED', `the disk is full while writing ${dest}; free some space and restore again`, { cause: err });
+  throw err;
+}
+
 /**
- * Writes one entry's verified content to `dest` (which must not exist), then its mode, owner
- * and mtime through the open descriptor: no path lookups per file, which matters with tens of
- * thousands of small files.
+ * Owner, mode and mtime through the open descriptor: no path lookups per file. Synchronous,
+ * since these are metadata updates on an open file. Files were created with their final
+ * permissions (a read-only mode still gives a writable descriptor), so fchmod runs only when
+ * the umask or set-id bits would make them differ, and after chown, which clears set-id bits.
  */
-export async function extractFile(reader: ArchiveReader, entry: ArchiveEntry, dest: string, onBytes: (n: number) => void, meta: FileMeta = { owner: false, warnings: [] }): Promise<void> {
-  if (reader.isSmall(entry)) return extractSmallFileSync(reader, entry, dest, onBytes, meta);
+function applyFileMeta(fd: number, entry: ArchiveEntry, meta: FileMeta): void {
   const m = entry.manifest!;
   const mode = parseInt(m.mode, 8);
-  // Created with its final permissions (a read-only mode still gives us a writable descriptor);
-  // fchmod only when the umask or set-id bits would make them differ.
-  const fd = await openNew(dest, mode & 0o777);
+  if (meta.owner && m.uid !== undefined && m.gid !== undefined && (meta.alwaysChown || m.uid !== process.getuid?.() || m.gid !== process.getgid?.())) {
+    try {
+      fs.fchownSync(fd, m.uid, m.gid);
+    } catch (err) {
+      meta.warnings.push(`${entry.name}: ownership not restored (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    }
+  }
+  if ((mode & 0o7000) !== 0 || (mode & UMASK) !== 0) fs.fchmodSync(fd, mode);
+  const t = utimesSeconds(Date.parse(m.mtime));
+  try {
+    fs.futimesSync(fd, t, t);
+  } catch (err) {
+    meta.warnings.push(`${entry.name}: modification time not restored (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+}
+
+/** Writes one entry's verified content to `dest` (which must not exist), with its metadata. */
+export async function extractFile(reader: ArchiveReader, entry: ArchiveEntry, dest: string, onBytes: (n: number) => void, meta: FileMeta = { owner: false, warnings: [] }): Promise<void> {
+  if (reader.isSmall(entry)) return extractSmallFileSync(reader, entry, dest, onBytes, meta);
+  const fd = await openNew(dest, parseInt(entry.manifest!.mode, 8) & 0o777).catch((err: unknown) => writeFailure(err, dest));
   const hash = crypto.createHash('sha256');
   let size = 0;
   try {
-    try {
-      for await (const buf of reader.readEntry(entry)) {
-        hash.update(buf);
-        size += buf.length;
-        await writeAll(fd, buf);
-        onBytes(buf.length);
-      }
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new StowageError('RESTORE_FAILED', `the disk is full while writing ${dest}; free some space and restore again`, { cause: err });
-      if (err instanceof StowageError) throw err;
-      if ((err as NodeJS.ErrnoException).code) throw err;
-      throw new StowageError('CHECKSUM_MISMATCH', `${entry.name}: cannot be read back (${(err as Error).message}); the archive is damaged`, { cause: err });
+    // readEntry reports damaged data as CHECKSUM_MISMATCH naming the entry; only writes fail here.
+    for await (const buf of reader.readEntry(entry)) {
+      hash.update(buf);
+      size += buf.length;
+      await writeAll(fd, buf).catch((err: unknown) => writeFailure(err, dest));
+      onBytes(buf.length);
     }
     checkDigest(entry, size, hash.digest('hex'));
-    if (meta.owner && m.uid !== undefined && m.gid !== undefined && (meta.alwaysChown || m.uid !== process.getuid?.() || m.gid !== process.getgid?.())) {
-      await fdCall((cb) => fs.fchown(fd, m.uid!, m.gid!, cb)).catch((err: NodeJS.ErrnoException) => {
-        meta.warnings.push(`${entry.name}: ownership not restored (${err.code ?? String(err)})`);
-      });
-    }
-    // After chown, which clears set-id bits.
-    if ((mode & 0o7000) !== 0 || (mode & UMASK) !== 0) await fdCall((cb) => fs.fchmod(fd, mode, cb));
-    const t = utimesSeconds(m.mtime);
-    await fdCall((cb) => fs.futimes(fd, t, t, cb)).catch((err: NodeJS.ErrnoException) => {
-      meta.warnings.push(`${entry.name}: modification time not restored (${err.code ?? String(err)})`);
-    });
+    applyFileMeta(fd, entry, meta);
   } finally {
     await closeFd(fd);
   }
@@ -118,42 +92,21 @@ export async function extractFile(reader: ArchiveReader, entry: ArchiveEntry, de
  * see docs/PERFORMANCE.md). Nothing unverified is ever written. Callers run these in short
  * slices so that the event loop (and large entries on the thread pool) keep moving.
  */
-function noteSyncFailure(err: unknown, dest: string): never {
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ENOSPC') throw new StowageError('RESTORE_FAILED', `the disk is full while writing ${dest}; free some space and restore again`, { cause: err });
-  throw err;
-}
-
 function extractSmallFileSync(reader: ArchiveReader, entry: ArchiveEntry, dest: string, onBytes: (n: number) => void, meta: FileMeta): void {
-  const m = entry.manifest!;
-  const mode = parseInt(m.mode, 8);
   const data = reader.readWholeSync(entry);
   checkDigest(entry, data.length, crypto.createHash('sha256').update(data).digest('hex'));
   let fd: number;
   try {
-    fd = fs.openSync(dest, 'wx', mode & 0o777);
+    fd = fs.openSync(dest, 'wx', parseInt(entry.manifest!.mode, 8) & 0o777);
   } catch (err) {
-    noteSyncFailure(err, dest);
+    writeFailure(err, dest);
   }
   try {
     let written = 0;
     while (written < data.length) written += fs.writeSync(fd, data, written, data.length - written);
-    if (meta.owner && m.uid !== undefined && m.gid !== undefined && (meta.alwaysChown || m.uid !== process.getuid?.() || m.gid !== process.getgid?.())) {
-      try {
-        fs.fchownSync(fd, m.uid, m.gid);
-      } catch (err) {
-        meta.warnings.push(`${entry.name}: ownership not restored (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
-      }
-    }
-    if ((mode & 0o7000) !== 0 || (mode & UMASK) !== 0) fs.fchmodSync(fd, mode);
-    const t = utimesSeconds(m.mtime);
-    try {
-      fs.futimesSync(fd, t, t);
-    } catch (err) {
-      meta.warnings.push(`${entry.name}: modification time not restored (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
-    }
+    applyFileMeta(fd, entry, meta);
   } catch (err) {
-    noteSyncFailure(err, dest);
+    writeFailure(err, dest);
   } finally {
     fs.closeSync(fd);
   }
@@ -190,7 +143,7 @@ export async function stageSourceTree(
 
   const applyMeta = async (dest: string, entry: ArchiveEntry, isLink: boolean) => {
     const m = entry.manifest!;
-    const t = utimesSeconds(m.mtime);
+    const t = utimesSeconds(Date.parse(m.mtime));
     try {
       if (asRoot && m.uid !== undefined && m.gid !== undefined) await fs.promises.lchown(dest, m.uid, m.gid);
     } catch (err) {

@@ -132,7 +132,10 @@ export class Stowage extends StowageEmitter {
     const storedByKey = new Map(stored.map((o) => [o.key, o]));
     const records = new Map(this.catalogue.listBackups().map((r) => [r.key, r]));
     for (const obj of stored) {
-      if (!records.has(obj.key) || records.get(obj.key)!.status === 'failed') {
+      // Archives the catalogue does not know, or a failed record whose key now holds another
+      // file. A file already judged unusable (same size) is not read again on every list.
+      const known = records.get(obj.key);
+      if (!known || (known.status === 'failed' && known.size !== obj.size)) {
         const imported = await this.importStored(obj.key, obj.modified);
         if (imported) records.set(obj.key, imported);
       }
@@ -183,7 +186,10 @@ export class Stowage extends StowageEmitter {
       this.catalogue.insertBackup(record);
       return record;
     } catch (err) {
-      if (existing) return null;
+      if (existing) {
+        this.catalogue.updateBackup(key, { statusMessage: `not a usable Stowage backup: ${errorMessage(err)}`, size: (await this.storage.stat(key))?.size ?? 0 });
+        return this.catalogue.getBackup(key);
+      }
       const record: BackupRecord = {
         key,
         id: `foreign-${key}`,

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { formatBytes, formatCount, formatDuration } from '../format.js';
-import { EXIT, action, collect, globalOptions, openStowage } from '../runtime.js';
+import { collect, engineAction, EXIT } from '../runtime.js';
 
 export function registerBackup(program: Command): void {
   program
@@ -25,27 +25,22 @@ and a rule naming a folder excludes everything below it.
 Exit status: 0 ok, 1 failed, 2 usage error, 3 completed with warnings (files skipped).`,
     )
     .action(
-      action(async (out, opts: { name?: string; description?: string; exclude: string[]; source: string[] }, cmd: Command) => {
-        const stowage = await openStowage(globalOptions(cmd), out);
-        try {
-          stowage.on('backup.progress', (p) => out.progress('backup', p));
-          const t0 = Date.now();
-          const backup = await stowage.createBackup({ name: opts.name, description: opts.description, excludes: opts.exclude, sources: opts.source });
-          const files = backup.sources.reduce((a, s) => a + s.files, 0);
-          const bytes = backup.sources.reduce((a, s) => a + s.bytes, 0);
-          out.result({ ok: true, backup });
-          out.info(`Backup ${backup.key} completed in ${formatDuration(Date.now() - t0)}: ${formatCount(files)} files, ${formatBytes(bytes)} read, archive ${formatBytes(backup.size)}.`);
-          out.info(`  stored in ${stowage.storage.description}`);
-          if (backup.warnings.length) {
-            out.info(`  ${backup.warnings.length} warning(s):`);
-            for (const w of backup.warnings.slice(0, 20)) out.info(`    ${w.path}: ${w.reason}`);
-            if (backup.warnings.length > 20) out.info(`    ... "stowage show ${backup.key}" lists them all`);
-          }
-          out.info(`  restore it with: stowage restore ${backup.key}`);
-          return backup.warnings.length ? EXIT.WARNINGS : EXIT.OK;
-        } finally {
-          stowage.close();
+      engineAction(async (out, stowage, opts: { name?: string; description?: string; exclude: string[]; source: string[] }) => {
+        stowage.on('backup.progress', (p) => out.progress('backup', p));
+        const t0 = Date.now();
+        const backup = await stowage.createBackup({ name: opts.name, description: opts.description, excludes: opts.exclude, sources: opts.source });
+        const files = backup.sources.reduce((a, s) => a + s.files, 0);
+        const bytes = backup.sources.reduce((a, s) => a + s.bytes, 0);
+        out.result({ ok: true, backup });
+        out.info(`Backup ${backup.key} completed in ${formatDuration(Date.now() - t0)}: ${formatCount(files)} files, ${formatBytes(bytes)} read, archive ${formatBytes(backup.size)}.`);
+        out.info(`  stored in ${stowage.storage.description}`);
+        if (backup.warnings.length) {
+          out.info(`  ${backup.warnings.length} warning(s):`);
+          for (const w of backup.warnings.slice(0, 20)) out.info(`    ${w.path}: ${w.reason}`);
+          if (backup.warnings.length > 20) out.info(`    ... "stowage show ${backup.key}" lists them all`);
         }
+        out.info(`  restore it with: stowage restore ${backup.key}`);
+        return backup.warnings.length ? EXIT.WARNINGS : EXIT.OK;
       }),
     );
 }

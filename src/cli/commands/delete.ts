@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { action, globalOptions, openStowage } from '../runtime.js';
+import { engineAction } from '../runtime.js';
 
 export function registerDelete(program: Command): void {
   program
@@ -10,15 +10,10 @@ export function registerDelete(program: Command): void {
     .option('--json', 'print one JSON result line')
     .addHelpText('after', '\nExamples:\n  $ stowage delete app_20250101120000.zip')
     .action(
-      action(async (out, key: string, _opts: unknown, cmd: Command) => {
-        const stowage = await openStowage(globalOptions(cmd), out);
-        try {
-          await stowage.deleteBackup(key);
-          out.result({ ok: true, deleted: key });
-          out.info(`Deleted ${key}.`);
-        } finally {
-          stowage.close();
-        }
+      engineAction(async (out, stowage, key: string) => {
+        await stowage.deleteBackup(key);
+        out.result({ ok: true, deleted: key });
+        out.info(`Deleted ${key}.`);
       }),
     );
 }

@@ -12,6 +12,7 @@ export function registerInit(program: Command): void {
     .description(`write a commented ${CONFIG_FILE_NAME} in the current folder to edit`)
     .option('--app <name>', 'the application name recorded in backups', path.basename(process.cwd()))
     .option('--force', `overwrite an existing ${CONFIG_FILE_NAME}`)
+    .option('--json', 'print one JSON result line')
     .addHelpText('after', `\nExamples:\n  $ cd /srv/myapp && stowage init --app myapp\n  $ $EDITOR ${CONFIG_FILE_NAME} && stowage backup`)
     .action(
       action(async (out, opts: { app: string; force?: boolean }) => {

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { formatAge, formatBytes, table } from '../format.js';
-import { action, globalOptions, openStowage } from '../runtime.js';
+import { engineAction } from '../runtime.js';
 
 export function registerList(program: Command): void {
   program
@@ -10,31 +10,26 @@ export function registerList(program: Command): void {
     .option('--json', 'print one JSON result line')
     .addHelpText('after', '\nExamples:\n  $ stowage list\n  $ stowage list --json | jq -r \'.backups[] | select(.status == "completed") | .key\'')
     .action(
-      action(async (out, _opts: unknown, cmd: Command) => {
-        const stowage = await openStowage(globalOptions(cmd), out);
-        try {
-          const backups = await stowage.listBackups();
-          out.result({ ok: true, backups });
-          if (!backups.length) {
-            out.info(`No backups yet in ${stowage.storage.description}. Create one with: stowage backup`);
-            return;
-          }
-          out.info(
-            table(
-              ['KEY', 'CREATED (UTC)', 'SIZE', 'STATUS', 'TRIGGER', 'APP VERSION'],
-              backups.map((b) => [
-                b.key,
-                `${b.createdAt.slice(0, 19).replace('T', ' ')} (${formatAge(b.createdAt)})`,
-                b.status === 'completed' ? formatBytes(b.size) : '-',
-                b.status === 'failed' ? `failed: ${b.statusMessage}` : b.status,
-                b.trigger,
-                b.appVersion,
-              ]),
-            ),
-          );
-        } finally {
-          stowage.close();
+      engineAction(async (out, stowage) => {
+        const backups = await stowage.listBackups();
+        out.result({ ok: true, backups });
+        if (!backups.length) {
+          out.info(`No backups yet in ${stowage.storage.description}. Create one with: stowage backup`);
+          return;
         }
+        out.info(
+          table(
+            ['KEY', 'CREATED (UTC)', 'SIZE', 'STATUS', 'TRIGGER', 'APP VERSION'],
+            backups.map((b) => [
+              b.key,
+              `${b.createdAt.slice(0, 19).replace('T', ' ')} (${formatAge(b.createdAt)})`,
+              b.status === 'completed' ? formatBytes(b.size) : '-',
+              b.status === 'failed' ? `failed: ${b.statusMessage}` : b.status,
+              b.trigger,
+              b.appVersion,
+            ]),
+          ),
+        );
       }),
     );
 }

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { action, globalOptions, openStowage } from '../runtime.js';
+import { engineAction } from '../runtime.js';
 
 export function registerRestoreStatus(program: Command): void {
   program
@@ -8,21 +8,16 @@ export function registerRestoreStatus(program: Command): void {
     .option('--json', 'print one JSON result line')
     .addHelpText('after', '\nExamples:\n  $ stowage restore-status\n  $ stowage restore-status --json | jq -r .status.status')
     .action(
-      action(async (out, _opts: unknown, cmd: Command) => {
-        const stowage = await openStowage(globalOptions(cmd), out);
-        try {
-          const s = stowage.restoreStatus();
-          out.result({ ok: true, status: s });
-          out.info(`status: ${s.status}`);
-          if (s.key) out.info(`backup: ${s.key}`);
-          if (s.startedAt) out.info(`started: ${s.startedAt}`);
-          if (s.lastRestoreTime) out.info(`last completed restore: ${s.lastRestoreTime}`);
-          out.info(`message: ${s.message}`);
-          if (s.safetyBackupKey) out.info(`safety backup: ${s.safetyBackupKey}`);
-          for (const r of s.sources) out.info(`  ${r.name.padEnd(12)} ${r.status.padEnd(11)} ${r.target}${r.errors.length ? `: ${r.errors.join('; ')}` : ''}`);
-        } finally {
-          stowage.close();
-        }
+      engineAction(async (out, stowage) => {
+        const s = stowage.restoreStatus();
+        out.result({ ok: true, status: s });
+        out.info(`status: ${s.status}`);
+        if (s.key) out.info(`backup: ${s.key}`);
+        if (s.startedAt) out.info(`started: ${s.startedAt}`);
+        if (s.lastRestoreTime) out.info(`last completed restore: ${s.lastRestoreTime}`);
+        out.info(`message: ${s.message}`);
+        if (s.safetyBackupKey) out.info(`safety backup: ${s.safetyBackupKey}`);
+        for (const r of s.sources) out.info(`  ${r.name.padEnd(12)} ${r.status.padEnd(11)} ${r.target}${r.errors.length ? `: ${r.errors.join('; ')}` : ''}`);
       }),
     );
 }

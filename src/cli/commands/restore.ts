@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { StowageError } from '../../errors.js';
 import type { SourcePlan } from '../../engine/restore-plan.js';
 import { formatBytes, formatCount, formatDuration } from '../format.js';
-import { EXIT, action, collect, globalOptions, openStowage, type Output } from '../runtime.js';
+import { collect, engineAction, EXIT, type Output } from '../runtime.js';
 
 function printPlan(out: Output, plan: SourcePlan[]): void {
   for (const p of plan) {
@@ -51,36 +51,31 @@ Examples:
 Exit status: 0 restored, 1 failed (data unchanged), 2 usage error, 3 restored with errors.`,
     )
     .action(
-      action(async (out, target: string, opts: { dryRun?: boolean; source: string[]; target?: string; safetyBackup: boolean; force?: boolean; yes?: boolean }, cmd: Command) => {
-        const stowage = await openStowage(globalOptions(cmd), out);
-        try {
-          if (!opts.dryRun && !opts.yes && !opts.force && process.stdin.isTTY && !out.json) {
-            const manifest = await stowage.readManifest(target);
-            const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
-            const answer = await rl.question(
-              `This replaces the current data of ${manifest.sources.filter((s) => !opts.source.length || opts.source.includes(s.name)).map((s) => s.name).join(', ')} with backup ${manifest.key} (created ${manifest.createdAt}).\n` +
-                `${opts.safetyBackup ? 'A safety backup of the current data is taken first.' : 'NO safety backup will be taken.'} Type "yes" to continue: `,
-            );
-            rl.close();
-            if (answer.trim().toLowerCase() !== 'yes') throw new StowageError('USAGE', 'restore cancelled; nothing was changed');
-          }
-          stowage.on('restore.progress', (p) => out.progress('restore', p));
-          const t0 = Date.now();
-          const outcome = await stowage.restore(target, { dryRun: opts.dryRun, sources: opts.source, force: opts.force, targetDir: opts.target, safetyBackup: opts.safetyBackup ? undefined : false });
-          if (opts.dryRun) {
-            out.result({ ok: true, dryRun: true, plan: outcome.plan });
-            printPlan(out, outcome.plan ?? []);
-            return EXIT.OK;
-          }
-          const s = outcome.status;
-          out.result({ ok: true, status: s });
-          out.info(`${s.status === 'completed' ? 'Restored' : 'Restored with errors'}: ${s.key} in ${formatDuration(Date.now() - t0)}.`);
-          for (const r of s.sources) out.info(`  ${r.name.padEnd(12)} ${r.status.padEnd(9)} ${formatCount(r.files)} files, ${formatBytes(r.bytes)} -> ${r.target}${r.errors.length ? `\n    ${r.errors.slice(0, 10).join('\n    ')}` : ''}`);
-          if (s.safetyBackupKey) out.info(`  the data as it was before is in backup ${s.safetyBackupKey} (undo with: stowage restore ${s.safetyBackupKey})`);
-          return s.status === 'completed' ? EXIT.OK : EXIT.WARNINGS;
-        } finally {
-          stowage.close();
+      engineAction(async (out, stowage, target: string, opts: { dryRun?: boolean; source: string[]; target?: string; safetyBackup: boolean; force?: boolean; yes?: boolean }) => {
+        if (!opts.dryRun && !opts.yes && !opts.force && process.stdin.isTTY && !out.json) {
+          const manifest = await stowage.readManifest(target);
+          const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
+          const answer = await rl.question(
+            `This replaces the current data of ${manifest.sources.filter((s) => !opts.source.length || opts.source.includes(s.name)).map((s) => s.name).join(', ')} with backup ${manifest.key} (created ${manifest.createdAt}).\n` +
+              `${opts.safetyBackup ? 'A safety backup of the current data is taken first.' : 'NO safety backup will be taken.'} Type "yes" to continue: `,
+          );
+          rl.close();
+          if (answer.trim().toLowerCase() !== 'yes') throw new StowageError('USAGE', 'restore cancelled; nothing was changed');
         }
+        stowage.on('restore.progress', (p) => out.progress('restore', p));
+        const t0 = Date.now();
+        const outcome = await stowage.restore(target, { dryRun: opts.dryRun, sources: opts.source, force: opts.force, targetDir: opts.target, safetyBackup: opts.safetyBackup ? undefined : false });
+        if (opts.dryRun) {
+          out.result({ ok: true, dryRun: true, plan: outcome.plan });
+          printPlan(out, outcome.plan ?? []);
+          return EXIT.OK;
+        }
+        const s = outcome.status;
+        out.result({ ok: true, status: s });
+        out.info(`${s.status === 'completed' ? 'Restored' : 'Restored with errors'}: ${s.key} in ${formatDuration(Date.now() - t0)}.`);
+        for (const r of s.sources) out.info(`  ${r.name.padEnd(12)} ${r.status.padEnd(9)} ${formatCount(r.files)} files, ${formatBytes(r.bytes)} -> ${r.target}${r.errors.length ? `\n    ${r.errors.slice(0, 10).join('\n    ')}` : ''}`);
+        if (s.safetyBackupKey) out.info(`  the data as it was before is in backup ${s.safetyBackupKey} (undo with: stowage restore ${s.safetyBackupKey})`);
+        return s.status === 'completed' ? EXIT.OK : EXIT.WARNINGS;
       }),
     );
 }
