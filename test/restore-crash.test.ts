@@ -367,10 +367,10 @@ describe('restore of a database that did not exist yet, killed mid-copy', () => 
     fs.rmSync(path.join(project, 'db/app.db'));
     const killed = cli(project, RESTORE, 'restore.sqlite=kill');
     expect(killed.signal).toBe('SIGKILL');
-    const journal = JSON.parse(fs.readFileSync(journalFile(project), 'utf8')) as JournalView & { id: string; sqlite: Array<{ previous: string | null }> };
+    const journal = JSON.parse(fs.readFileSync(journalFile(project), 'utf8')) as JournalView & { id: string; scratch: string; sqlite: Array<{ previous: string | null }> };
     expect(journal.sqlite).toMatchObject([{ state: 'previous-ready', previous: null }]);
     const partial = path.join(project, `db/app.db.stowage-restore-${journal.id}`);
-    fs.writeFileSync(partial, fs.readFileSync(path.join(project, `data/tmp/restore-${journal.id}/db.db`)).subarray(0, 4096));
+    fs.writeFileSync(partial, fs.readFileSync(path.join(journal.scratch, 'db.db')).subarray(0, 4096));
 
     const list = cli(project, ['list', '--json']);
     expect(list.status, list.stderr).toBe(0);

@@ -12,7 +12,9 @@ import { registerList } from './commands/list.js';
 import { registerRestore } from './commands/restore.js';
 import { registerRestoreStatus } from './commands/restore-status.js';
 import { registerShow } from './commands/show.js';
-import { registerStart } from './commands/start.js';
+import { registerSuperuser } from './commands/superuser.js';
+import { registerToken } from './commands/token.js';
+import { registerServe } from './commands/serve.js';
 import { registerVerify } from './commands/verify.js';
 import { EXIT } from './runtime.js';
 
@@ -39,6 +41,8 @@ Getting started:
   $ stowage list                 see the backups
   $ stowage restore KEY --dry-run
 
+  $ stowage serve                run the REST API (what "npm start" runs)
+
 Every command works while the application and any Stowage server are stopped.
 Exit status: 0 ok, 1 error, 2 usage error, 3 completed with warnings.
 "stowage <command> --help" explains each command, with examples.`,
@@ -53,7 +57,9 @@ registerRestore(program);
 registerRestoreStatus(program);
 registerDelete(program);
 registerConfig(program);
-registerStart(program);
+registerServe(program);
+registerSuperuser(program);
+registerToken(program);
 
 try {
   await program.parseAsync(process.argv);

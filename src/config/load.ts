@@ -18,6 +18,7 @@ export interface StowageConfig {
   excludes: string[];
   restore: ParsedConfig['restore'];
   compression: ParsedConfig['compression'];
+  server: ParsedConfig['server'];
 }
 
 export interface LoadOptions {
@@ -108,6 +109,7 @@ export function resolveConfig(parsed: ParsedConfig, baseDir: string, configPath:
     excludes: parsed.excludes,
     restore: parsed.restore,
     compression: parsed.compression,
+    server: parsed.server,
   };
 }
 

@@ -37,6 +37,44 @@ const source = z.discriminatedUnion('kind', [dirSource, sqliteSource], {
   error: (issue) => (issue.code === 'invalid_union' ? 'kind must be "dir" or "sqlite"' : undefined),
 });
 
+/** `host:port` for the server; the port may be 0 (any free port, for tests). */
+export const HTTP_ADDRESS = /^(\[[0-9a-fA-F:]+\]|[a-zA-Z0-9.-]+):(\d{1,5})$/;
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4 };
+
+/** A byte size: a number, or a string like "10GB", "512 MiB". */
+const byteSize = (example: string) =>
+  z.union([z.number().int().positive(), z.string()], { error: `must be a size such as ${example}` }).transform((v, ctx) => {
+    if (typeof v === 'number') return v;
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(v);
+    const unit = SIZE_UNITS[(m?.[2] ?? '').toLowerCase()];
+    if (!m || unit === undefined || Number(m[1]) <= 0) {
+      ctx.addIssue({ code: 'custom', message: `must be a size such as ${example} (units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)` });
+      return z.NEVER;
+    }
+    return Math.floor(Number(m[1]) * unit);
+  });
+
+export const DEFAULT_HTTP = '127.0.0.1:8090';
+
+const serverSection = z
+  .object({
+    http: z
+      .string()
+      .regex(HTTP_ADDRESS, 'must be host:port, e.g. 127.0.0.1:8090 or 0.0.0.0:8090')
+      .refine((v) => Number(HTTP_ADDRESS.exec(v)?.[2]) <= 65535, 'the port must be 0-65535')
+      .default(DEFAULT_HTTP),
+    /** Origins allowed to call the API from a browser; none by default (no CORS headers). */
+    corsOrigins: z.array(z.string().url('must be an origin such as https://admin.example.com'), { error: 'must be a list of origins' }).default([]),
+    maxUploadSize: byteSize('"10GB"').default(10e9),
+    maxJsonSize: byteSize('"1MB"').default(1e6),
+    /** Behind a reverse proxy: trust X-Forwarded-For for client addresses (rate limits, logs). */
+    trustProxy: z.boolean().default(false),
+    /** The address people reach the server at, for links the server prints (setup link). */
+    publicUrl: z.string().url('must be a URL such as https://backup.example.com').optional(),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     dataDir: z.string({ error: 'must be a folder path, e.g. ./stowage-data' }).min(1, 'must be a folder path, e.g. ./stowage-data').default('./stowage-data'),
@@ -81,6 +119,7 @@ export const configSchema = z
       .object({ level: z.number().int().min(1, 'must be 1 (fastest) to 9 (smallest)').max(9, 'must be 1 (fastest) to 9 (smallest)').default(1) })
       .strict()
       .default({ level: 1 }),
+    server: serverSection.default({ http: DEFAULT_HTTP, corsOrigins: [], maxUploadSize: 10e9, maxJsonSize: 1e6, trustProxy: false }),
   })
   .strict();
 
@@ -88,3 +127,4 @@ export type RawConfig = z.input<typeof configSchema>;
 export type ParsedConfig = z.output<typeof configSchema>;
 export type SourceConfig = ParsedConfig['sources'][number];
 export type RestorePolicy = ParsedConfig['restore'];
+export type ServerConfig = ParsedConfig['server'];

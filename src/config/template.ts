@@ -41,5 +41,14 @@ restore:
 
 compression:
   level: 1                      # 1 fastest (default) .. 9 smallest; incompressible files are always stored
+
+# "stowage serve": the REST API (docs/API.md). --http and STOWAGE_HTTP override http.
+server:
+  http: 127.0.0.1:8090          # host:port; 0.0.0.0:8090 to listen on every interface
+  corsOrigins: []               # browser origins allowed to call the API; none by default
+  maxUploadSize: 10GB           # largest archive POST /api/backups/upload accepts
+  maxJsonSize: 1MB              # largest JSON request body
+  trustProxy: false             # true behind a reverse proxy (client IPs from X-Forwarded-For)
+  # publicUrl: https://backup.example.com   # used in links the server prints
 `;
 }

@@ -3,12 +3,14 @@ import { execSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Transform, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, ManifestSpool, formatMode, type ManifestHeader, type ManifestSource } from '../archive/manifest.js';
 import { ZipWriter, type ArchiveInput } from '../archive/zip-writer.js';
 import { StowageError, errorMessage, isStowageError } from '../errors.js';
 import { progressThrottle } from '../events/events.js';
 import { ExcludeRules } from '../sources/fnmatch.js';
-import { createSource } from '../sources/index.js';
+import { createEmptySource, createSource } from '../sources/index.js';
 import type { BackupContext, Source } from '../sources/source.js';
 import { defaultKey, keyFromName } from '../storage/keys.js';
 import { LocalStorage } from '../storage/local.js';
@@ -25,6 +27,15 @@ export interface BackupOptions {
   trigger?: BackupTrigger;
   /** Restrict to these sources (by name). */
   sources?: string[];
+  /** Called once the backup is in the catalogue with status `started`. */
+  onStarted?: (record: BackupRecord) => void;
+  /**
+   * Write the archive here instead of to storage; nothing is stored or catalogued (an export
+   * streamed to a client, or the empty archive of a factory reset).
+   */
+  output?: Writable;
+  /** Archive every source as empty (a factory reset restores this). */
+  emptySources?: boolean;
 }
 
 /** Called at backup time for each dir source; returns more rules (relative to the source). */
@@ -45,20 +56,35 @@ export function resolveAppVersion(app: EngineContext['config']['app']): string {
   }
 }
 
+/**
+ * `<app>_<UTC second>.zip`, or with `_2`, `_3`... when that second's key is taken (a safety
+ * backup taken the second after a factory reset's would otherwise collide with it).
+ */
+async function freeDefaultKey(ctx: EngineContext, now: Date, trigger: BackupTrigger): Promise<string> {
+  const base = defaultKey(ctx.config.app.name, now, TRIGGER_PREFIX[trigger] ?? '').replace(/\.zip$/, '');
+  for (let n = 1; ; n++) {
+    const key = n === 1 ? `${base}.zip` : `${base}_${n}.zip`;
+    if (!(await ctx.storage.stat(key)) && !ctx.catalogue.getBackup(key)) return key;
+  }
+}
+
 /** Runs one backup. The caller holds the data-folder lock. */
 export async function runBackup(ctx: EngineContext, options: BackupOptions = {}): Promise<BackupRecord> {
-  const { config, storage, catalogue, events } = ctx;
+  const { config, storage, events } = ctx;
   const trigger = options.trigger ?? 'manual';
   const now = new Date();
-  const key = options.name ? keyFromName(options.name) : defaultKey(config.app.name, now, TRIGGER_PREFIX[trigger] ?? '');
-  if (await storage.stat(key)) throw new StowageError('BACKUP_EXISTS', `a backup named ${key} already exists; choose another --name or delete it first`);
-  const existing = catalogue.getBackup(key);
+  const output = options.output;
+  const key = options.name || output ? keyFromName(options.name ?? defaultKey(config.app.name, now, TRIGGER_PREFIX[trigger] ?? '')) : await freeDefaultKey(ctx, now, trigger);
+  // An archive written to `output` is not stored: it goes nowhere near storage or the catalogue.
+  const catalogue = output ? null : ctx.catalogue;
+  if (!output && (await storage.stat(key))) throw new StowageError('BACKUP_EXISTS', `a backup named ${key} already exists; choose another --name or delete it first`);
+  const existing = catalogue?.getBackup(key);
   if (existing && existing.status !== 'failed') throw new StowageError('BACKUP_EXISTS', `a backup named ${key} is already ${existing.status}`);
 
   const selected = options.sources?.length ? config.sources.filter((s) => options.sources!.includes(s.name)) : config.sources;
   const unknown = (options.sources ?? []).filter((n) => !config.sources.some((s) => s.name === n));
   if (unknown.length) throw new StowageError('USAGE', `unknown source ${unknown.join(', ')}; configured: ${config.sources.map((s) => s.name).join(', ')}`);
-  const sources: Source[] = selected.map(createSource);
+  const sources: Source[] = selected.map(options.emptySources ? createEmptySource : createSource);
 
   const record: BackupRecord = {
     key,
@@ -80,8 +106,11 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
     warnings: [],
     encrypted: false,
   };
-  catalogue.insertBackup(record);
-  events.emit('backup.started', { key, trigger, sources: sources.map((s) => s.name) });
+  if (catalogue) {
+    catalogue.insertBackup(record);
+    options.onStarted?.(record);
+    events.emit('backup.started', { key, trigger, sources: sources.map((s) => s.name) });
+  }
 
   const warnings: Array<{ path: string; reason: string }> = [];
   let warningCount = 0;
@@ -96,7 +125,7 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
   const manifestPath = path.join(tempDir, `manifest-${token}.json`);
   const startedAt = Date.now();
   const progress = { phase: 'scanning', files: 0, filesTotal: 0, bytes: 0, bytesTotal: 0 };
-  const report = progressThrottle((p) => events.emit('backup.progress', { key, ...p }));
+  const report = progressThrottle((p) => (output ? events.emit('export.progress', p) : events.emit('backup.progress', { key, ...p })));
   const emitProgress = (force = false) => report({ ...progress, elapsedMs: Date.now() - startedAt }, force);
   const perSource = new Map<string, ManifestSource>();
   const neverInclude = [config.dataDir, config.storage.path];
@@ -138,7 +167,7 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
   });
 
   try {
-    upload = await storage.createUpload(key);
+    upload = output ? streamUpload(key, output) : await storage.createUpload(key);
     writer = newWriter(upload);
     // Source contexts with their exclude rules, hooks included.
     const contexts: BackupContext[] = [];
@@ -204,6 +233,11 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
 
     const sourceSummaries: SourceSummary[] = header.sources.map((s) => ({ name: s.name, kind: s.kind, path: s.path, files: s.files, bytes: s.bytes }));
     const statusMessage = warningCount ? `completed with ${warningCount} warning${warningCount === 1 ? '' : 's'}` : '';
+    if (!catalogue) {
+      progress.phase = 'completed';
+      emitProgress(true);
+      return { ...record, status: 'completed', statusMessage, size: stored.size, completedAt: new Date().toISOString(), sources: sourceSummaries, warnings: header.warnings, excludes: header.excludes };
+    }
     catalogue.updateBackup(key, {
       status: 'completed',
       statusMessage,
@@ -230,13 +264,40 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
     await upload?.abort().catch(() => {});
     manifestSpool.discard();
     const message = isStowageError(err) ? err.message : `backup failed: ${errorMessage(err)}`;
-    catalogue.updateBackup(key, { status: 'failed', statusMessage: message, warnings });
-    events.emit('backup.failed', { key, trigger, error: { code: isStowageError(err) ? err.code : 'BACKUP_FAILED', message } });
+    if (catalogue) {
+      catalogue.updateBackup(key, { status: 'failed', statusMessage: message, warnings });
+      events.emit('backup.failed', { key, trigger, error: { code: isStowageError(err) ? err.code : 'BACKUP_FAILED', message } });
+    }
     throw isStowageError(err) ? err : new StowageError('BACKUP_FAILED', message, { cause: err });
   } finally {
     for (const s of sources) await s.release().catch(() => {});
     await fs.promises.rm(manifestPath, { force: true });
   }
+}
+
+/** An Upload that writes into a caller's stream (nothing to publish: committing ends it). */
+function streamUpload(key: string, output: Writable): Upload {
+  let size = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      size += chunk.length;
+      done(null, chunk);
+    },
+  });
+  const piped = pipeline(counter, output);
+  piped.catch(() => {});
+  return {
+    stream: counter,
+    commit: async () => {
+      counter.end();
+      await piped;
+      return { key, size, modified: new Date() };
+    },
+    abort: async () => {
+      counter.destroy();
+      output.destroy();
+    },
+  };
 }
 
 function prefixed(sourceName: string, entry: ArchiveInput): ArchiveInput {

@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -97,7 +98,55 @@ const MIGRATIONS: string[] = [
      sources TEXT NOT NULL DEFAULT '[]',
      updated_at TEXT NOT NULL
    );`,
+  // 2: what the server keeps (issue 3): job history, superusers, API tokens, settings.
+  `CREATE TABLE jobs (
+     id TEXT PRIMARY KEY,
+     kind TEXT NOT NULL,
+     description TEXT NOT NULL,
+     key TEXT,
+     status TEXT NOT NULL,
+     message TEXT NOT NULL DEFAULT '',
+     started_at TEXT NOT NULL,
+     finished_at TEXT,
+     pid INTEGER NOT NULL
+   );
+   CREATE INDEX jobs_started ON jobs(started_at);
+   CREATE TABLE superusers (
+     id TEXT PRIMARY KEY,
+     email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+     password_hash TEXT NOT NULL,
+     token_key TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   );
+   CREATE TABLE api_tokens (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     scopes TEXT NOT NULL,
+     secret_hash TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     last_used_at TEXT,
+     expires_at TEXT
+   );
+   CREATE TABLE settings (
+     name TEXT PRIMARY KEY,
+     value TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   );`,
 ];
+
+export type JobStatus = 'running' | 'completed' | 'failed';
+
+export interface JobRecord {
+  id: string;
+  kind: string;
+  description: string;
+  key: string | null;
+  status: JobStatus;
+  message: string;
+  startedAt: string;
+  finishedAt: string | null;
+}
 
 interface BackupRow {
   key: string;
@@ -168,6 +217,36 @@ export class Catalogue {
     this.db.close();
   }
 
+  /** The database itself, for the server's tables (superusers, tokens, settings). */
+  get database(): Database.Database {
+    return this.db;
+  }
+
+  startJob(kind: string, description: string, key: string | null): string {
+    const id = crypto.randomUUID();
+    this.db
+      .prepare(`INSERT INTO jobs (id, kind, description, key, status, started_at, pid) VALUES (?, ?, ?, ?, 'running', ?, ?)`)
+      .run(id, kind, description, key, new Date().toISOString(), process.pid);
+    return id;
+  }
+
+  finishJob(id: string, status: Exclude<JobStatus, 'running'>, message: string): void {
+    this.db.prepare('UPDATE jobs SET status = ?, message = ?, finished_at = ? WHERE id = ?').run(status, message, new Date().toISOString(), id);
+  }
+
+  /** Jobs left running by a process that is gone: they failed. */
+  failInterruptedJobs(isRunning: (pid: number) => boolean): void {
+    const rows = this.db.prepare(`SELECT id, pid FROM jobs WHERE status = 'running'`).all() as Array<{ id: string; pid: number }>;
+    for (const r of rows) if (!isRunning(r.pid)) this.finishJob(r.id, 'failed', 'interrupted: the Stowage process stopped before the job finished');
+  }
+
+  listJobs(limit = 100): JobRecord[] {
+    const rows = this.db.prepare('SELECT * FROM jobs ORDER BY started_at DESC LIMIT ?').all(limit) as Array<{
+      id: string; kind: string; description: string; key: string | null; status: JobStatus; message: string; started_at: string; finished_at: string | null;
+    }>;
+    return rows.map((r) => ({ id: r.id, kind: r.kind, description: r.description, key: r.key, status: r.status, message: r.message, startedAt: r.started_at, finishedAt: r.finished_at }));
+  }
+
   insertBackup(record: BackupRecord): void {
     this.db
       .prepare(
@@ -219,6 +298,10 @@ export class Catalogue {
   getBackup(key: string): BackupRecord | null {
     const row = this.db.prepare('SELECT * FROM backups WHERE key = ?').get(key) as BackupRow | undefined;
     return row ? fromRow(row) : null;
+  }
+
+  findKeyById(id: string): string | null {
+    return (this.db.prepare('SELECT key FROM backups WHERE id = ?').get(id) as { key: string } | undefined)?.key ?? null;
   }
 
   listBackups(): BackupRecord[] {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { StowageError } from '../errors.js';
+import { isProcessAlive, processStartTime } from '../fs/process.js';
 
 /**
  * One backup or restore at a time per data folder, across processes (a CLI run and a server
@@ -13,6 +14,8 @@ export interface LockInfo {
   pid: number;
   host: string;
   job: string;
+  /** The backup key the job reads or writes, if any (delete refuses it while the job runs). */
+  key?: string;
   startedAt: string;
   /** Linux process start time (clock ticks since boot): tells a reused pid from the holder. */
   procStart?: string;
@@ -27,26 +30,6 @@ export function lockPath(dataDir: string): string {
   return path.join(dataDir, 'stowage.lock');
 }
 
-function procStartTime(pid: number): string | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Field 22 (starttime) follows the command name in parentheses, which may contain spaces.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return rest[19];
-  } catch {
-    return undefined;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 export function readLock(dataDir: string): LockInfo | null {
   try {
     return JSON.parse(fs.readFileSync(lockPath(dataDir), 'utf8')) as LockInfo;
@@ -58,8 +41,8 @@ export function readLock(dataDir: string): LockInfo | null {
 /** True if the holder recorded in the lock is certainly gone (same host, process dead or pid reused). */
 export function isStale(info: LockInfo): boolean {
   if (info.host !== os.hostname()) return false;
-  if (!processAlive(info.pid)) return true;
-  const now = procStartTime(info.pid);
+  if (!isProcessAlive(info.pid)) return true;
+  const now = processStartTime(info.pid);
   return info.procStart !== undefined && now !== undefined && now !== info.procStart;
 }
 
@@ -69,10 +52,10 @@ export function describeHolder(info: LockInfo): string {
   return `${info.job} by pid ${info.pid} on ${info.host}, started ${since.toISOString()} (${mins} min ago)`;
 }
 
-export function acquireLock(dataDir: string, job: string): HeldLock {
+export function acquireLock(dataDir: string, job: string, key?: string): HeldLock {
   fs.mkdirSync(dataDir, { recursive: true });
   const file = lockPath(dataDir);
-  const info: LockInfo = { pid: process.pid, host: os.hostname(), job, startedAt: new Date().toISOString(), procStart: procStartTime(process.pid) };
+  const info: LockInfo = { pid: process.pid, host: os.hostname(), job, ...(key ? { key } : {}), startedAt: new Date().toISOString(), procStart: processStartTime(process.pid) };
   for (let attempt = 0; attempt < 5; attempt++) {
     try {
       const fd = fs.openSync(file, 'wx');

@@ -1,5 +1,7 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import type { EngineContext } from './context.js';
+import { isProcessTagAlive } from '../fs/process.js';
 import { finishJournal, readJournal, removeJournal, rollbackJournal } from './restore-journal.js';
 
 export interface RecoveryReport {
@@ -43,7 +45,21 @@ export async function recover(ctx: EngineContext): Promise<RecoveryReport> {
   }
   // We hold the lock: a backup still marked in progress belongs to a process that is gone.
   report.failedBackups = ctx.catalogue.failInterrupted((pid) => pid === process.pid);
-  report.removedUploads = await ctx.storage.cleanupIncomplete();
-  await fs.promises.rm(ctx.tempDir, { recursive: true, force: true });
+  ctx.catalogue.failInterruptedJobs((pid) => pid === process.pid);
+  report.removedUploads = await ctx.storage.cleanupIncomplete(isProcessTagAlive);
+  await removeAbandonedTempDirs(path.dirname(ctx.tempDir));
   return report;
+}
+
+/**
+ * Each process has its own scratch folder, `<dataDir>/tmp/<process tag>`: work that runs without the
+ * lock (a server receiving an upload) must survive another process's recovery. Folders of
+ * processes that are gone are removed, and so is anything else left in tmp.
+ */
+async function removeAbandonedTempDirs(tmpRoot: string): Promise<void> {
+  const names = await fs.promises.readdir(tmpRoot).catch(() => [] as string[]);
+  for (const name of names) {
+    if (isProcessTagAlive(name)) continue;
+    await fs.promises.rm(path.join(tmpRoot, name), { recursive: true, force: true });
+  }
 }

@@ -54,7 +54,7 @@ interface Selected {
 /** Env var that turns restore off (for systems that cannot restore safely), as OctoPrint does. */
 export const RESTORE_UNSUPPORTED_ENV = 'STOWAGE_RESTORE_UNSUPPORTED';
 
-export function restoreDisabledReason(ctx: EngineContext): string | null {
+export function restoreDisabledReason(ctx: Pick<EngineContext, 'config'>): string | null {
   if (/^(1|true|yes)$/i.test(process.env[RESTORE_UNSUPPORTED_ENV] ?? '')) return `restore is turned off on this system (${RESTORE_UNSUPPORTED_ENV}=${process.env[RESTORE_UNSUPPORTED_ENV]})`;
   if (!ctx.config.restore.enabled) return `restore is turned off in ${ctx.config.configPath ?? 'the configuration'} (restore.enabled: false)`;
   return null;

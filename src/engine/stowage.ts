@@ -1,21 +1,24 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import type { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { Manifest } from '../archive/manifest.js';
 import { ArchiveReader } from '../archive/zip-reader.js';
 import { ensureDemoApp } from '../config/demo-app.js';
 import { loadConfig, type LoadOptions, type StowageConfig } from '../config/load.js';
 import { StowageError, errorMessage, isStowageError } from '../errors.js';
 import { StowageEmitter, progressThrottle } from '../events/events.js';
-import { isValidKey } from '../storage/keys.js';
+import { assertValidKey, isValidKey, keyFromName } from '../storage/keys.js';
 import { LocalStorage } from '../storage/local.js';
 import type { Storage } from '../storage/storage.js';
 import { STOWAGE_VERSION } from '../version.js';
+import { processTag } from '../fs/process.js';
 import { runBackup, type BackupOptions, type ExcludeHook } from './backup.js';
 import { Catalogue, type BackupRecord, type RestoreStatusRecord } from './catalogue.js';
 import type { EngineContext } from './context.js';
-import { acquireLock, isStale, readLock, type HeldLock } from './lock.js';
+import { acquireLock, describeHolder, isStale, readLock, type HeldLock } from './lock.js';
 import { recover, type RecoveryReport } from './recovery.js';
-import { runRestore, type RestoreOptions, type RestoreOutcome } from './restore.js';
+import { restoreDisabledReason, runRestore, type RestoreOptions, type RestoreOutcome } from './restore.js';
 
 /** A backup as users see it: the catalogue record plus PocketBase's `modified`. */
 export interface BackupInfo extends BackupRecord {
@@ -32,6 +35,19 @@ export interface VerifyResult {
   /** Every entry that failed, with the reason (empty when ok). */
   errors: Array<{ path: string; message: string }>;
 }
+
+export type JobKind = 'backup' | 'restore' | 'reset' | 'export' | 'recovery';
+
+/** A job that has started; `done` settles when it ends (its errors are also in the catalogue). */
+export interface Job<T> {
+  id: string;
+  kind: JobKind;
+  key: string | null;
+  done: Promise<T>;
+}
+
+/** The key a factory reset is reported under in the restore status. */
+export const FACTORY_RESET_KEY = 'factory-reset';
 
 export interface StowageOptions extends LoadOptions {
   /** Use this configuration instead of loading one. */
@@ -58,6 +74,7 @@ export class Stowage extends StowageEmitter {
   recovery: RecoveryReport | null = null;
   private readonly excludeHooks: ExcludeHook[] = [];
   private heldLock: HeldLock | null = null;
+  private currentJob: { kind: JobKind; description: string; key: string | null } | null = null;
 
   private constructor(config: StowageConfig) {
     super();
@@ -83,9 +100,14 @@ export class Stowage extends StowageEmitter {
       catalogue: this.catalogue,
       events: this,
       excludeHooks: this.excludeHooks,
-      tempDir: path.join(this.config.dataDir, 'tmp'),
+      tempDir: path.join(this.config.dataDir, 'tmp', processTag()),
       stowageVersion: STOWAGE_VERSION,
     };
+  }
+
+  /** This process's scratch folder inside the data folder (removed by close()). */
+  get scratchDir(): string {
+    return this.context.tempDir;
   }
 
   /** Adds a hook that returns more exclude rules at backup time; returns a function that removes it. */
@@ -99,31 +121,98 @@ export class Stowage extends StowageEmitter {
 
   /** Finishes or rolls back interrupted work, unless a live job holds the lock. */
   async recoverIfIdle(): Promise<RecoveryReport | null> {
+    if (this.heldLock) return null;
     const holder = readLock(this.config.dataDir);
     if (holder && !isStale(holder)) return null;
     try {
-      return await this.withLock('recovery', async () => this.recovery);
+      const job = await this.startJob('recovery', 'recovery', null, async () => this.recovery, async (report) => report);
+      return await job.done;
     } catch (err) {
       if (isStowageError(err, 'BUSY')) return null;
       throw err;
     }
   }
 
-  private async withLock<T>(job: string, fn: () => Promise<T>): Promise<T> {
-    if (this.heldLock) return fn(); // re-entrant: the safety backup runs inside a restore
-    this.heldLock = acquireLock(this.config.dataDir, job);
+  /** The job this instance is running now (null when idle). */
+  get runningJob(): { kind: JobKind; description: string; key: string | null; startedAt: string } | null {
+    if (!this.heldLock || !this.currentJob) return null;
+    return { ...this.currentJob, startedAt: this.heldLock.info.startedAt };
+  }
+
+  /**
+   * Takes the data-folder lock (BUSY if any job holds it, in this process or another), runs
+   * recovery, then `prepare` (whose errors are the caller's, e.g. an unknown key), and returns
+   * once the job is running: `done` settles when it ends. The server answers 202 in between.
+   */
+  private async startJob<P, T>(kind: JobKind, description: string, key: string | null, prepare: () => Promise<P>, run?: (prepared: P) => Promise<T>): Promise<Job<T>> {
+    if (this.heldLock) {
+      throw new StowageError('BUSY', `busy: ${this.heldLock.info.job} is already running in this process (since ${this.heldLock.info.startedAt}); wait for it to finish`, {
+        details: { holder: this.heldLock.info },
+      });
+    }
+    const lock = acquireLock(this.config.dataDir, description, key ?? undefined);
+    this.heldLock = lock;
+    this.currentJob = { kind, description, key };
+    const release = () => {
+      lock.release();
+      if (this.heldLock === lock) {
+        this.heldLock = null;
+        this.currentJob = null;
+      }
+    };
+    let prepared: P;
     try {
       this.recovery = await recover(this.context);
-      return await fn();
-    } finally {
-      this.heldLock.release();
-      this.heldLock = null;
+      prepared = await prepare();
+    } catch (err) {
+      release();
+      throw err;
     }
+    // Recovery runs on every open; only real jobs go into the history.
+    const id = kind === 'recovery' ? '' : this.catalogue.startJob(kind, description, key);
+    const done = (async () => {
+      try {
+        const result = run ? await run(prepared) : (prepared as unknown as T);
+        if (id) this.catalogue.finishJob(id, 'completed', '');
+        return result;
+      } catch (err) {
+        if (id) this.catalogue.finishJob(id, 'failed', errorMessage(err));
+        throw err;
+      } finally {
+        release();
+      }
+    })();
+    return { id, kind, key, done };
   }
 
   async createBackup(options: BackupOptions = {}): Promise<BackupInfo> {
-    const record = await this.withLock(`backup${options.name ? ` ${options.name}` : ''}`, () => runBackup(this.context, options));
-    return this.toInfo(record, null);
+    return (await this.startBackup(options)).done;
+  }
+
+  /**
+   * Starts a backup and returns once it is running: `started` resolves with its record (status
+   * `started`) as soon as it is in the catalogue, `done` with the finished backup.
+   */
+  async startBackup(options: BackupOptions = {}): Promise<Job<BackupInfo> & { started: Promise<BackupInfo> }> {
+    let onStarted: (r: BackupRecord) => void = () => {};
+    const started = new Promise<BackupInfo>((resolve) => {
+      onStarted = (r) => resolve(this.toInfo(r, null));
+    });
+    const key = options.name ? keyFromName(options.name) : null;
+    const job = await this.startJob('backup', `backup${options.name ? ` ${options.name}` : ''}`, key, async () => undefined, async () =>
+      this.toInfo(await runBackup(this.context, { ...options, onStarted: (r) => { options.onStarted?.(r); onStarted(r); } }), null),
+    );
+    const startedOrFailed = Promise.race([started, job.done]);
+    startedOrFailed.catch(() => {}); // callers that only await `done` must not see an unhandled rejection
+    return { ...job, started: startedOrFailed };
+  }
+
+  /**
+   * Streams a fresh backup into `output` without storing or listing it (SysReptor's backup-key
+   * export: an external backup system pulls it). One job at a time, like any backup.
+   */
+  async exportBackup(output: Writable, options: Omit<BackupOptions, 'name' | 'trigger' | 'output'> = {}): Promise<Job<BackupRecord>> {
+    return this.startJob('export', 'export', null, async () => undefined, () => runBackup(this.context, { ...options, trigger: 'api', output }));
   }
 
   /** Every backup, newest first: completed ones from storage, plus failed and running ones. */
@@ -159,18 +248,20 @@ export class Stowage extends StowageEmitter {
   }
 
   /** An archive found in storage but not in the catalogue (copied in, or the catalogue was lost). */
-  private async importStored(key: string, modified: Date): Promise<BackupRecord | null> {
+  private async importStored(key: string, modified: Date, trigger?: BackupRecord['trigger']): Promise<BackupRecord | null> {
     const existing = this.catalogue.getBackup(key);
     try {
       const manifest = await this.readManifest(key);
+      // A copy of a backup under another key (an upload of a download) carries the same id.
+      const idTaken = this.catalogue.findKeyById(manifest.id);
       const record: BackupRecord = {
         key,
-        id: manifest.id,
+        id: idTaken && idTaken !== key ? `${manifest.id}@${key}` : manifest.id,
         name: manifest.name,
         description: manifest.description,
         status: 'completed',
         statusMessage: '',
-        trigger: (['manual', 'schedule', 'upload', 'api', 'pre-restore'].includes(manifest.trigger) ? manifest.trigger : 'upload') as BackupRecord['trigger'],
+        trigger: trigger ?? ((['manual', 'schedule', 'upload', 'api', 'pre-restore'].includes(manifest.trigger) ? manifest.trigger : 'upload') as BackupRecord['trigger']),
         createdAt: manifest.createdAt,
         completedAt: modified.toISOString(),
         size: (await this.storage.stat(key))?.size ?? 0,
@@ -223,7 +314,7 @@ export class Stowage extends StowageEmitter {
   private async openArchive(keyOrFile: string): Promise<{ file: string; key: string; release: () => Promise<void> }> {
     if (isValidKey(keyOrFile) && !keyOrFile.includes('/')) {
       if (await this.storage.stat(keyOrFile)) {
-        const copy = await this.storage.localCopy(keyOrFile, path.join(this.config.dataDir, 'tmp'));
+        const copy = await this.storage.localCopy(keyOrFile, this.context.tempDir);
         return { file: copy.path, key: keyOrFile, release: () => copy.release() };
       }
       if (!fs.existsSync(keyOrFile)) {
@@ -289,16 +380,117 @@ export class Stowage extends StowageEmitter {
   }
 
   async restore(keyOrFile: string, options: RestoreOptions = {}): Promise<RestoreOutcome> {
-    const run = async () => {
+    if (options.dryRun) {
+      // A dry run reads only; it does not wait for (or block) other jobs.
       const archive = await this.openArchive(keyOrFile);
       try {
-        return await runRestore(this.context, archive, options, this.safetyBackupFor(archive.key, options));
+        return await runRestore(this.context, archive, options, null);
       } finally {
         await archive.release();
       }
-    };
-    // A dry run reads only; it does not wait for (or block) other jobs.
-    return options.dryRun ? run() : this.withLock(`restore ${keyOrFile}`, run);
+    }
+    return (await this.startRestore(keyOrFile, options)).done;
+  }
+
+  /**
+   * Starts a restore and returns once it runs (after the lock is taken, the archive found and
+   * restore found enabled); progress and the outcome go to events and `restoreStatus()`.
+   */
+  async startRestore(keyOrFile: string, options: Omit<RestoreOptions, 'dryRun'> = {}): Promise<Job<RestoreOutcome>> {
+    const key = isValidKey(keyOrFile) ? keyOrFile : null;
+    return this.startJob(
+      'restore',
+      `restore ${keyOrFile}`,
+      key,
+      async () => {
+        const disabled = restoreDisabledReason(this.context);
+        if (disabled) throw new StowageError('RESTORE_DISABLED', `${disabled}; nothing was changed`);
+        const archive = await this.openArchive(keyOrFile);
+        this.markRestoreStarted(archive.key);
+        return archive;
+      },
+      async (archive) => {
+        try {
+          return await this.reportRestoreFailure(archive.key, () => runRestore(this.context, archive, options, this.safetyBackupFor(archive.key, options)));
+        } finally {
+          await archive.release();
+        }
+      },
+    );
+  }
+
+  /**
+   * Factory reset: a safety backup, then every configured source emptied, with the same staging,
+   * journal and rollback as a restore (it restores an archive of empty sources). Paths a source
+   * excludes, and Stowage's own folders, are left alone, as in a restore.
+   */
+  async startFactoryReset(): Promise<Job<RestoreOutcome>> {
+    return this.startJob(
+      'reset',
+      'factory reset',
+      null,
+      async () => {
+        const disabled = restoreDisabledReason(this.context);
+        if (disabled) throw new StowageError('RESTORE_DISABLED', `${disabled}; a factory reset is a restore, so nothing was changed`);
+        this.markRestoreStarted(FACTORY_RESET_KEY);
+      },
+      async () => this.reportRestoreFailure(FACTORY_RESET_KEY, async () => {
+        await fs.promises.mkdir(this.context.tempDir, { recursive: true });
+        const file = path.join(this.context.tempDir, `factory-reset-${Date.now()}.zip`);
+        try {
+          const out = fs.createWriteStream(file);
+          await runBackup(this.context, { trigger: 'api', output: out, emptySources: true, description: 'factory reset: every source empty' });
+          const archive = { file, key: FACTORY_RESET_KEY, release: async () => {} };
+          return await runRestore(this.context, archive, { force: true }, this.safetyBackupFor(FACTORY_RESET_KEY, {}));
+        } finally {
+          await fs.promises.rm(file, { force: true });
+        }
+      }),
+    );
+  }
+
+  /** The restore status says `started` from the moment a restore job starts (a 202 is honest). */
+  private markRestoreStarted(key: string): void {
+    const previous = this.catalogue.getRestoreStatus();
+    this.catalogue.setRestoreStatus({ status: 'started', key, startedAt: new Date().toISOString(), lastRestoreTime: previous.lastRestoreTime, message: `restoring ${key}`, safetyBackupKey: null, sources: [] });
+  }
+
+  /** A restore that fails before staging (version policy, unknown source) must not stay `started`. */
+  private async reportRestoreFailure<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      const status = this.catalogue.getRestoreStatus();
+      if (status.status === 'started') this.catalogue.setRestoreStatus({ ...status, status: 'failed', message: `restore of ${key} failed: ${errorMessage(err)}; nothing was changed` });
+      throw err;
+    }
+  }
+
+  /**
+   * Adds an archive that came from elsewhere (an upload): checked to be a Stowage archive with
+   * every checksum right before it appears under `key` (default: its file name in the manifest).
+   */
+  async importArchive(file: string, key?: string): Promise<BackupInfo> {
+    const target = key ? keyFromName(key) : null;
+    const checked = await this.verify(file);
+    if (!checked.ok) {
+      throw new StowageError('ARCHIVE_INVALID', `the archive is damaged: ${checked.errors.slice(0, 3).map((e) => `${e.path}: ${e.message}`).join('; ')}${checked.errors.length > 3 ? ` (+${checked.errors.length - 3} more)` : ''}`);
+    }
+    const finalKey = target ?? keyFromName((await this.readManifest(file)).key.replace(/\.zip$/, ''));
+    if (await this.storage.stat(finalKey)) throw new StowageError('BACKUP_EXISTS', `a backup named ${finalKey} already exists; upload it under another name or delete that one first`);
+    const upload = await this.storage.createUpload(finalKey);
+    try {
+      await pipeline(fs.createReadStream(file, { highWaterMark: 1024 * 1024 }), upload.stream, { end: false });
+      const stored = await upload.commit();
+      const record = await this.importStored(finalKey, stored.modified, 'upload');
+      if (!record) throw new StowageError('ARCHIVE_INVALID', `${finalKey} could not be read back after the upload`);
+      const info = this.toInfo(record, stored.modified, stored.size);
+      this.emit('backup.uploaded', { key: finalKey, size: stored.size, backup: record });
+      return info;
+    } catch (err) {
+      await upload.abort().catch(() => {});
+      throw err;
+    }
   }
 
   /** A pre-restore backup of the sources that exist now; null when there is nothing to protect. */
@@ -309,22 +501,31 @@ export class Stowage extends StowageEmitter {
     return async () => (await runBackup(this.context, { trigger: 'pre-restore', description: `automatic backup before restoring ${key}`, sources: present })).key;
   }
 
+  /**
+   * Deletes a backup. Refused (BUSY) only while a running job uses that key; other jobs do not
+   * block it, because a stored archive is never modified, only created or removed.
+   */
   async deleteBackup(key: string): Promise<void> {
-    await this.withLock(`delete ${key}`, async () => {
-      const exists = await this.storage.stat(key);
-      const record = this.catalogue.getBackup(key);
-      if (!exists && !record) throw new StowageError('BACKUP_NOT_FOUND', `no backup named ${key}; "stowage list" shows the backups there are`);
-      await this.storage.delete(key);
-      this.catalogue.deleteBackup(key);
-      this.emit('backup.deleted', { key });
-    });
+    assertValidKey(key);
+    const holder = this.heldLock?.info ?? readLock(this.config.dataDir);
+    if (holder && holder.key === key && (this.heldLock || !isStale(holder))) {
+      throw new StowageError('BUSY', `${key} is in use by a running job (${describeHolder(holder)}); delete it when that job has finished`, { details: { holder } });
+    }
+    const exists = await this.storage.stat(key);
+    const record = this.catalogue.getBackup(key);
+    if (!exists && !record) throw new StowageError('BACKUP_NOT_FOUND', `no backup named ${key}; "stowage list" shows the backups there are`);
+    await this.storage.delete(key);
+    this.catalogue.deleteBackup(key);
+    this.emit('backup.deleted', { key });
   }
 
   restoreStatus(): RestoreStatusRecord {
     return this.catalogue.getRestoreStatus();
   }
 
+  /** Closes the catalogue and removes this process's scratch folder. */
   close(): void {
     this.catalogue.close();
+    fs.rmSync(this.context.tempDir, { recursive: true, force: true });
   }
 }

@@ -22,6 +22,10 @@ export interface StowageEvents {
   'backup.created': { key: string; path: string | null; size: number; excludes: string[]; trigger: string; backup: BackupRecord };
   'backup.failed': { key: string; trigger: string; error: { code: string; message: string } };
   'backup.deleted': { key: string };
+  /** An archive uploaded from elsewhere, checked and now listed. */
+  'backup.uploaded': { key: string; size: number; backup: BackupRecord };
+  /** A backup streamed to a client and not stored (backup-key export). */
+  'export.progress': Progress;
   'restore.started': { key: string; sources: string[]; dryRun: boolean };
   'restore.progress': { key: string } & Progress;
   'restore.completed': { key: string; status: RestoreStatusRecord };
@@ -31,9 +35,12 @@ export interface StowageEvents {
 
 export type StowageEventName = keyof StowageEvents;
 
+type AnyListener = (event: StowageEventName, payload: unknown) => void;
+
 /** A typed EventEmitter: listeners get the payload type of the event they subscribe to. */
 export class StowageEmitter {
   private readonly emitter = new EventEmitter();
+  private readonly anyListeners = new Set<AnyListener>();
 
   on<E extends StowageEventName>(event: E, listener: (payload: StowageEvents[E]) => void): this {
     this.emitter.on(event, listener);
@@ -50,8 +57,21 @@ export class StowageEmitter {
     return this;
   }
 
+  /** Every event, with its name (the server's event stream); returns a function that unsubscribes. */
+  onAny(listener: <E extends StowageEventName>(event: E, payload: StowageEvents[E]) => void): () => void {
+    this.anyListeners.add(listener as AnyListener);
+    return () => this.anyListeners.delete(listener as AnyListener);
+  }
+
   /** Listener errors are reported, never allowed to break a backup or restore. */
   emit<E extends StowageEventName>(event: E, payload: StowageEvents[E]): void {
+    for (const listener of this.anyListeners) {
+      try {
+        listener(event, payload);
+      } catch (err) {
+        process.emitWarning(`stowage: an event listener threw on ${event}: ${(err as Error).message}`);
+      }
+    }
     for (const listener of this.emitter.listeners(event)) {
       try {
         (listener as (p: StowageEvents[E]) => void)(payload);

@@ -13,5 +13,6 @@ export function createSource(config: SourceConfig): Source {
 }
 
 export { DirSource, SqliteSource };
+export { EmptySource, createEmptySource } from './empty.js';
 export type { Source, BackupContext } from './source.js';
 export { ExcludeRules, fnmatchToRegExp } from './fnmatch.js';

@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { StowageError } from '../errors.js';
 import { fsyncDir } from '../fs/durable.js';
+import { processTag } from '../fs/process.js';
 import { assertValidKey, isValidKey } from './keys.js';
 import type { LocalCopy, Storage, StoredObject, Upload } from './storage.js';
 
@@ -28,7 +29,7 @@ export class LocalStorage implements Storage {
   async createUpload(key: string): Promise<Upload> {
     const final = this.pathOf(key);
     await fs.promises.mkdir(this.root, { recursive: true });
-    const temp = path.join(this.root, `${TEMP_PREFIX}${key}.${crypto.randomBytes(6).toString('hex')}`);
+    const temp = path.join(this.root, `${TEMP_PREFIX}${key}.${processTag()}.${crypto.randomBytes(6).toString('hex')}`);
     const stream = fs.createWriteStream(temp, { flags: 'wx', highWaterMark: 1024 * 1024 });
     let opened: Promise<void> = new Promise((resolve, reject) => {
       stream.once('open', () => resolve());
@@ -118,7 +119,7 @@ export class LocalStorage implements Storage {
     return { path: p, release: async () => {} };
   }
 
-  async cleanupIncomplete(): Promise<number> {
+  async cleanupIncomplete(isWriterAlive: (owner: string) => boolean): Promise<number> {
     let names: string[];
     try {
       names = await fs.promises.readdir(this.root);
@@ -128,6 +129,8 @@ export class LocalStorage implements Storage {
     let removed = 0;
     for (const name of names) {
       if (!name.startsWith(TEMP_PREFIX)) continue;
+      const owner = /\.(\d+-\d+)\.[0-9a-f]{12}$/.exec(name)?.[1];
+      if (owner && isWriterAlive(owner)) continue;
       await fs.promises.rm(path.join(this.root, name), { force: true });
       removed++;
     }

@@ -8,7 +8,9 @@ import type { Readable, Writable } from 'node:stream';
  * Contracts every implementation keeps:
  * - An object appears under its key only through `Upload.commit()`, atomically and durably: a
  *   crash before commit leaves nothing under the key (at most a temporary object that
- *   `cleanupIncomplete()` removes), a crash after it leaves the whole object.
+ *   `cleanupIncomplete()` removes once its writer is gone), a crash after it leaves the whole
+ *   object. Temporary objects carry the writing process's tag (src/fs/process.ts), because a CLI job's clean-up
+ *   must not remove an upload the server is still writing.
  * - `list()` returns only keys that pass `isValidKey` (temporary and foreign objects are hidden).
  * - `get`/`stat`/`delete` of a missing key: `get` and `stat` report not found (`null` /
  *   `BACKUP_NOT_FOUND`), `delete` is a no-op, so retries are safe.
@@ -44,6 +46,9 @@ export interface Storage {
   delete(key: string): Promise<void>;
   /** A file on local disk with the archive's bytes (ZIP readers need random access). */
   localCopy(key: string, tempDir: string): Promise<LocalCopy>;
-  /** Removes temporary objects left by uploads that never committed. */
-  cleanupIncomplete(): Promise<number>;
+  /**
+   * Removes temporary objects left by uploads that never committed and whose writer process
+   * is gone: `isWriterAlive(owner)` is false for the owner tag in the object's name.
+   */
+  cleanupIncomplete(isWriterAlive: (owner: string) => boolean): Promise<number>;
 }

@@ -1,0 +1,113 @@
+import type { FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import type { RestoreStatusRecord } from '../../engine/catalogue.js';
+import { restoreDisabledReason } from '../../engine/restore.js';
+import { readLock, isStale } from '../../engine/lock.js';
+import { STOWAGE_VERSION } from '../../version.js';
+import { SECURED, errorResponses, guard, type ServerContext } from '../context.js';
+import { Health, Job, RestoreStatus, type RestoreStatus as RestoreStatusBody } from '../schemas.js';
+
+type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+export function restoreStatusBody(ctx: ServerContext, s: RestoreStatusRecord): RestoreStatusBody {
+  return {
+    status: s.status,
+    key: s.key,
+    startedAt: s.startedAt,
+    lastRestoreTime: s.lastRestoreTime,
+    statusMessage: s.message,
+    safetyBackupKey: s.safetyBackupKey,
+    progress: s.status === 'started' ? ctx.restoreProgress : null,
+    sources: s.sources,
+  };
+}
+
+export const DEMO_MESSAGE =
+  'No configuration file: Stowage protects its demo application in <dataDir>/demo-app. To protect your own data, run "stowage init" ' +
+  'in your application folder (or set STOWAGE_CONFIG), list your folders and SQLite databases under sources:, and restart.';
+
+/** Nothing runs in this process, and no other process holds the data-folder lock. */
+function isIdle(ctx: ServerContext): boolean {
+  if (ctx.stowage.runningJob) return false;
+  const holder = readLock(ctx.stowage.config.dataDir);
+  return !holder || isStale(holder);
+}
+
+export function registerSystemRoutes(app: App, ctx: ServerContext): void {
+  const { stowage } = ctx;
+  // Event streams never end by themselves: end them when the server closes.
+  const streams = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const end of streams) end();
+  });
+
+  app.get('/api/health', {
+    schema: { tags: ['system'], summary: 'Liveness, version, and whether a backup could start now (public)', response: { 200: Health } },
+    handler: async () => ({
+      status: 'ok' as const,
+      version: STOWAGE_VERSION,
+      canBackup: isIdle(ctx),
+      restoreEnabled: restoreDisabledReason({ config: stowage.config }) === null,
+      demo: stowage.usingDefaultConfig
+        ? { enabled: true, message: DEMO_MESSAGE.replace('<dataDir>', stowage.config.dataDir) }
+        : { enabled: false, message: `configuration: ${stowage.config.configPath}` },
+    }),
+  });
+
+  app.get('/api/restore-status', {
+    schema: { tags: ['restore'], summary: 'The state of the last restore or factory reset', security: SECURED, response: { 200: RestoreStatus, ...errorResponses(401, 403) } },
+    preHandler: guard(ctx, 'backups:read'),
+    handler: async () => restoreStatusBody(ctx, stowage.restoreStatus()),
+  });
+
+  app.get('/api/jobs', {
+    schema: {
+      tags: ['system'],
+      summary: 'Job history: backups, restores, resets and exports, newest first',
+      security: SECURED,
+      querystring: Type.Object({ limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }) }),
+      response: { 200: Type.Array(Job), ...errorResponses(401, 403) },
+    },
+    preHandler: guard(ctx, 'backups:read'),
+    handler: async (request) => stowage.catalogue.listJobs(request.query.limit),
+  });
+
+  app.get('/api/events', {
+    schema: {
+      tags: ['system'],
+      summary: 'Server-Sent Events: every engine event (backup.*, restore.*, verify.progress, ...) as it happens',
+      security: SECURED,
+      response: { 200: Type.String({ description: 'text/event-stream: "event: <type>" and "data: <JSON>" per message' }), ...errorResponses(401, 403) },
+    },
+    preHandler: guard(ctx, 'backups:read'),
+    handler: async (request, reply) => {
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, {
+        'Content-Type': 'text/event-stream; charset=utf-8',
+        'Cache-Control': 'no-store',
+        Connection: 'keep-alive',
+        'X-Content-Type-Options': 'nosniff',
+        'X-Accel-Buffering': 'no', // nginx: do not buffer the stream
+      });
+      const send = (type: string, data: unknown) => res.write(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
+      send('hello', { version: STOWAGE_VERSION, running: stowage.runningJob });
+      const off = stowage.onAny((type, payload) => send(type, payload));
+      // A comment every 15 s keeps proxies from closing an idle stream.
+      const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+      const stop = () => {
+        clearInterval(heartbeat);
+        off();
+        streams.delete(end);
+      };
+      const end = () => {
+        stop();
+        res.end();
+      };
+      streams.add(end);
+      request.raw.on('close', stop);
+      res.on('error', stop);
+    },
+  });
+}

@@ -1,0 +1,134 @@
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { HTTP_ADDRESS } from '../config/schema.js';
+import type { Stowage } from '../engine/stowage.js';
+import { StowageError } from '../errors.js';
+import { STOWAGE_VERSION } from '../version.js';
+import { AuthService, LoginLimiter } from './auth.js';
+import type { ServerContext } from './context.js';
+import { HttpError, sendError } from './http-errors.js';
+import { registerAuthRoutes } from './routes/auth.js';
+import { registerBackupRoutes } from './routes/backups.js';
+import { registerSystemRoutes } from './routes/system.js';
+
+export const MIN_BACKUP_KEY_LENGTH = 20;
+
+export interface ServerOptions {
+  /** Pino logger options, or false for none (tests). Default: info level to stdout. */
+  logger?: boolean | Record<string, unknown>;
+  /** The export key; default process.env.STOWAGE_BACKUP_KEY. */
+  backupKey?: string;
+}
+
+/** `?token=...` and other secrets never reach the log. */
+export function redactUrl(url: string): string {
+  return url.replace(/([?&](?:token|password|key)=)[^&#]*/gi, '$1***');
+}
+
+/**
+ * Builds the HTTP API on an open engine (it does not listen; see `listen`). Every route has a
+ * JSON schema: Fastify validates requests and serialises responses with it, and the OpenAPI
+ * document at /api/openapi.json is generated from the same schemas.
+ */
+export async function buildServer(stowage: Stowage, options: ServerOptions = {}): Promise<{ app: FastifyInstance; context: ServerContext }> {
+  const server = stowage.config.server;
+  const rawKey = options.backupKey ?? process.env.STOWAGE_BACKUP_KEY ?? '';
+  const context: ServerContext = {
+    stowage,
+    auth: new AuthService(stowage.catalogue.database),
+    limiter: new LoginLimiter(),
+    backupKey: rawKey.length >= MIN_BACKUP_KEY_LENGTH ? rawKey : null,
+    restoreProgress: null,
+  };
+
+  const app = Fastify({
+    logger:
+      options.logger === false
+        ? false
+        : {
+            level: 'info',
+            ...(typeof options.logger === 'object' ? options.logger : {}),
+            serializers: {
+              req: (req: { method: string; url: string; ip?: string }) => ({ method: req.method, url: redactUrl(req.url), ip: req.ip }),
+            },
+            redact: { paths: ['req.headers.authorization', 'req.headers.cookie'], censor: '***' },
+          },
+    bodyLimit: server.maxJsonSize,
+    trustProxy: server.trustProxy,
+    routerOptions: { maxParamLength: 500 },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.decorateRequest('principal', null);
+  app.setErrorHandler((error, request, reply) => sendError(error, request, reply));
+  app.setNotFoundHandler((request, reply) => sendError(new HttpError(404, `Not found: ${request.method} ${redactUrl(request.url)}. The routes are listed in /api/openapi.json.`), request, reply));
+
+  // Security headers on every response; the API serves JSON and files, never pages to frame.
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('X-Content-Type-Options', 'nosniff');
+    reply.header('X-Frame-Options', 'DENY');
+    reply.header('Referrer-Policy', 'no-referrer');
+    reply.header('Cross-Origin-Resource-Policy', 'same-origin');
+    if (!reply.hasHeader('Content-Security-Policy')) {
+      reply.header(
+        'Content-Security-Policy',
+        request.url.startsWith('/setup') ? "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'" : "default-src 'none'; frame-ancestors 'none'",
+      );
+    }
+    if (!reply.hasHeader('Cache-Control')) reply.header('Cache-Control', 'no-store');
+  });
+
+  // HTML form posts (the setup page); JSON stays the API's format.
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 16 * 1024 }, (_req, body, done) => {
+    done(null, Object.fromEntries(new URLSearchParams(body as string)));
+  });
+
+  if (server.corsOrigins.length) {
+    const cors = (await import('@fastify/cors')).default;
+    await app.register(cors, { origin: server.corsOrigins, credentials: false, exposedHeaders: ['Content-Disposition', 'Content-Length', 'Content-Range', 'ETag'] });
+  }
+
+  const swagger = (await import('@fastify/swagger')).default;
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Stowage API',
+        version: STOWAGE_VERSION,
+        description: 'Backups of an application\'s data: list, create, download, upload, restore, delete. Errors are {status, message, data}. See docs/API.md.',
+      },
+      components: {
+        securitySchemes: {
+          token: { type: 'apiKey', in: 'header', name: 'Authorization', description: 'A superuser session token or an API token, with or without "Bearer "' },
+          downloadToken: { type: 'apiKey', in: 'query', name: 'token', description: 'A 3-minute download token' },
+        },
+      },
+      tags: [
+        { name: 'backups', description: 'Backups and their archives' },
+        { name: 'restore', description: 'Restore status' },
+        { name: 'auth', description: 'Superusers' },
+        { name: 'tokens', description: 'API tokens for scripts' },
+        { name: 'system', description: 'Health, events, jobs' },
+      ],
+    },
+  });
+
+  // Keep the restore progress for GET /api/restore-status.
+  stowage.on('restore.started', () => (context.restoreProgress = null));
+  stowage.on('restore.progress', ({ key: _key, ...p }) => (context.restoreProgress = p));
+
+  registerAuthRoutes(app, context);
+  registerBackupRoutes(app, context, { maxUploadSize: server.maxUploadSize });
+  registerSystemRoutes(app, context);
+  app.get('/api/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  await app.ready();
+  return { app, context };
+}
+
+export function parseHttpAddress(value: string): { host: string; port: number } {
+  const m = HTTP_ADDRESS.exec(value);
+  const port = Number(m?.[2]);
+  if (!m || port > 65535) throw new StowageError('USAGE', `"${value}" is not an address to listen on: use host:port, e.g. 127.0.0.1:8090 or 0.0.0.0:8090`);
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}

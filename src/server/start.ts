@@ -1,0 +1,98 @@
+import type { FastifyInstance } from 'fastify';
+import { Stowage } from '../engine/stowage.js';
+import { MIN_BACKUP_KEY_LENGTH, buildServer, parseHttpAddress, type ServerOptions } from './server.js';
+import { DEMO_MESSAGE } from './routes/system.js';
+
+export interface StartOptions extends ServerOptions {
+  /** host:port; default: --http, STOWAGE_HTTP, server.http in the configuration, 127.0.0.1:8090. */
+  http?: string;
+  /** Lines for the person who started the server (setup link, demo notice); default stderr. */
+  notice?: (line: string) => void;
+}
+
+export interface RunningServer {
+  app: FastifyInstance;
+  url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the server on an open engine: applies STOWAGE_ADMIN_EMAIL/PASSWORD, prints the
+ * one-time setup link while no superuser exists, says whether the export endpoint is on and
+ * whether the demo default is in use, then listens.
+ */
+export async function startServer(stowage: Stowage, options: StartOptions = {}): Promise<RunningServer> {
+  const notice = options.notice ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const { app, context } = await buildServer(stowage, options);
+  const { auth } = context;
+
+  const adminEmail = process.env.STOWAGE_ADMIN_EMAIL;
+  const adminPassword = process.env.STOWAGE_ADMIN_PASSWORD;
+  if (adminEmail && adminPassword) {
+    const { created } = await auth.upsertSuperuser(adminEmail, adminPassword);
+    app.log.info(`superuser ${adminEmail} ${created ? 'created' : 'checked'} from STOWAGE_ADMIN_EMAIL / STOWAGE_ADMIN_PASSWORD`);
+  } else if (adminEmail || adminPassword) {
+    app.log.warn('set both STOWAGE_ADMIN_EMAIL and STOWAGE_ADMIN_PASSWORD to create a superuser at start; one alone is ignored');
+  }
+
+  const raw = process.env.STOWAGE_BACKUP_KEY;
+  if (!context.backupKey) {
+    app.log.info(
+      raw
+        ? `backup-key export (POST /api/backups/export) is off: STOWAGE_BACKUP_KEY is ${raw.length} characters, it needs at least ${MIN_BACKUP_KEY_LENGTH}`
+        : 'backup-key export (POST /api/backups/export) is off: STOWAGE_BACKUP_KEY is not set',
+    );
+  } else {
+    app.log.info('backup-key export (POST /api/backups/export) is on');
+  }
+  if (stowage.usingDefaultConfig) app.log.warn(DEMO_MESSAGE.replace('<dataDir>', stowage.config.dataDir));
+
+  const { host, port } = parseHttpAddress(options.http ?? process.env.STOWAGE_HTTP ?? stowage.config.server.http);
+  await app.listen({ host, port });
+  const address = app.server.address();
+  const boundPort = typeof address === 'object' && address ? address.port : port;
+  const shownHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  const url = `http://${shownHost}:${boundPort}`;
+  const base = (stowage.config.server.publicUrl ?? url).replace(/\/+$/, '');
+
+  notice(`Stowage ${url}  (API /api, OpenAPI /api/openapi.json, health /api/health)`);
+  if (auth.countSuperusers() === 0) {
+    // Printed for the operator only, never through the request log; valid once, for one hour.
+    const token = auth.createSetupToken();
+    notice('');
+    notice('No superuser yet. Create the first one within the hour with this one-time link:');
+    notice(`  ${base}/setup?token=${token}`);
+    notice('or run: stowage superuser create EMAIL (or set STOWAGE_ADMIN_EMAIL and STOWAGE_ADMIN_PASSWORD).');
+    notice('');
+  }
+
+  return {
+    app,
+    url,
+    close: async () => {
+      await app.close();
+    },
+  };
+}
+
+/** Opens the engine from the configuration and serves until SIGINT/SIGTERM. */
+export async function serveForever(options: StartOptions & { configPath?: string } = {}): Promise<void> {
+  const stowage = await Stowage.open({ configPath: options.configPath });
+  const server = await startServer(stowage, options);
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) {
+      process.stderr.write('Stopping now. An interrupted restore is rolled back at the next start.\n');
+      process.exit(130);
+    }
+    stopping = true;
+    const job = stowage.runningJob;
+    if (job) process.stderr.write(`${signal}: waiting for ${job.description} to finish (press Ctrl-C again to stop now)...\n`);
+    await server.close();
+    while (stowage.runningJob) await new Promise((r) => setTimeout(r, 200));
+    stowage.close();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+}
