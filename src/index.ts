@@ -1,12 +1,16 @@
 /**
  * Stowage as a library: `import { Stowage } from 'stowage'`.
- * The same engine the CLI (and later the server) runs.
+ * The same engine the CLI and the server run. An application can also serve the API itself:
+ * `await startServer(stowage, { http: '127.0.0.1:8090' })`, or `buildServer` for a Fastify
+ * instance to listen on as it likes.
  */
-export { Stowage, type BackupInfo, type VerifyResult, type StowageOptions } from './engine/stowage.js';
+export { Stowage, FACTORY_RESET_KEY, type BackupInfo, type VerifyResult, type StowageOptions, type Job, type JobKind } from './engine/stowage.js';
+export { buildServer, type ServerOptions } from './server/server.js';
+export { startServer, type StartOptions, type RunningServer } from './server/start.js';
 export type { BackupOptions, ExcludeHook } from './engine/backup.js';
 export type { RestoreOptions, RestoreOutcome } from './engine/restore.js';
 export type { SourcePlan } from './engine/restore-plan.js';
-export type { BackupRecord, BackupStatus, BackupTrigger, RestoreState, RestoreStatusRecord, SourceRestoreResult } from './engine/catalogue.js';
+export type { BackupRecord, BackupStatus, BackupTrigger, JobRecord, RestoreState, RestoreStatusRecord, SourceRestoreResult } from './engine/catalogue.js';
 export type { StowageEvents, StowageEventName, Progress } from './events/events.js';
 export { StowageError, isStowageError, type StowageErrorCode } from './errors.js';
 export { loadConfig, type StowageConfig } from './config/load.js';

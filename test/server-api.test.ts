@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, startTestServer, waitFor, type TestServer } from '../src/testing/server.js';
+import { stowage } from '../src/testing/cli.js';
 import { run } from '../src/testing/tmp.js';
 import type { Scope } from '../src/server/schemas.js';
 
@@ -512,5 +513,62 @@ describe('first start and the backup-key export', () => {
     } finally {
       await s.close();
     }
+  });
+});
+
+describe('secrets and the CLI alongside the server', () => {
+  it('never writes passwords, tokens or the backup key to the log or a response', async () => {
+    const logLines: string[] = [];
+    const s = await startTestServer({ backupKey: BACKUP_KEY, logLines });
+    try {
+      const login = (await (await s.request('/api/collections/_superusers/auth-with-password', { method: 'POST', json: { identity: ADMIN_EMAIL, password: ADMIN_PASSWORD } })).json()) as { token: string };
+      await s.request('/api/collections/_superusers/auth-with-password', { method: 'POST', json: { identity: ADMIN_EMAIL, password: 'a wrong password' } });
+      const apiToken = s.tokenWith('backups:read', 'backups:create', 'backups:download');
+      const key = ((await (await s.request('/api/backups', { method: 'POST', token: apiToken, json: { name: 'logged' } })).json()) as { key: string }).key;
+      const dl = ((await (await s.request(`/api/backups/${key}/download-token`, { method: 'POST', token: `Bearer ${login.token}` })).json()) as { token: string }).token;
+      await (await s.request(`/api/backups/${key}?token=${dl}`)).arrayBuffer();
+      await (await s.request('/api/backups/export', { method: 'POST', token: login.token, json: { key: BACKUP_KEY } })).arrayBuffer();
+      await s.request('/api/backups/nope.zip?token=secret-looking-value');
+      const responses = [
+        await (await s.request('/api/tokens', { token: login.token })).text(),
+        await (await s.request('/api/health')).text(),
+        await (await s.request('/api/backups', { token: login.token })).text(),
+      ].join('\n');
+      const log = logLines.join('');
+      expect(log).toContain('/api/backups'); // the log is there...
+      for (const secret of [ADMIN_PASSWORD, 'a wrong password', login.token, apiToken, dl, BACKUP_KEY, 'secret-looking-value']) {
+        expect(log, 'log').not.toContain(secret);
+        expect(responses, 'responses').not.toContain(secret);
+      }
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('the CLI and the server share one lock: a CLI backup while the server runs one is refused, and says by whom', async () => {
+    const s = await startTestServer();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const remove = s.stowage.addExcludeHook(async () => {
+      await gate;
+      return [];
+    });
+    try {
+      const started = await s.request('/api/backups', { method: 'POST', token: s.adminToken, json: { name: 'from_api' }, headers: { Prefer: 'respond-async' } });
+      expect(started.status).toBe(202);
+      const cli = stowage(s.root, ['backup', '--name', 'from_cli', '--json']);
+      expect(cli.status).toBe(1);
+      expect(String(cli.result?.message)).toMatch(/busy, held by backup from_api by pid \d+/);
+    } finally {
+      release();
+      remove();
+    }
+    await waitFor(async () => ((await (await s.request('/api/backups/from_api.zip/info', { token: s.adminToken })).json()) as { status: string }).status === 'completed', 30_000, 'backup');
+    // Once the server's job is done, the CLI works against the same data folder, and the server lists its backup.
+    const cli = stowage(s.root, ['backup', '--name', 'from_cli', '--json']);
+    expect(cli.status).toBe(0);
+    const list = (await (await s.request('/api/backups', { token: s.adminToken })).json()) as Array<{ key: string; status: string }>;
+    expect(list.map((b) => `${b.key}:${b.status}`)).toEqual(expect.arrayContaining(['from_api.zip:completed', 'from_cli.zip:completed']));
+    await s.close();
   });
 });

@@ -83,6 +83,15 @@ export async function buildServer(stowage: Stowage, options: ServerOptions = {})
     done(null, Object.fromEntries(new URLSearchParams(body as string)));
   });
 
+  // PocketBase's SDK sends "Content-Type: application/json" with no body on body-less POSTs
+  // (pb.files.getToken(), authRefresh(), backups.restore()): read an empty JSON body as {}.
+  const jsonParser = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (body.length === 0) done(null, {});
+    else jsonParser(request, body as string, done);
+  });
+
   if (server.corsOrigins.length) {
     const cors = (await import('@fastify/cors')).default;
     await app.register(cors, { origin: server.corsOrigins, credentials: false, exposedHeaders: ['Content-Disposition', 'Content-Length', 'Content-Range', 'ETag'] });

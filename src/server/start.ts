@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Stowage } from '../engine/stowage.js';
 import { MIN_BACKUP_KEY_LENGTH, buildServer, parseHttpAddress, type ServerOptions } from './server.js';
+import { prettyStdout } from './log-format.js';
 import { DEMO_MESSAGE } from './routes/system.js';
 
 export interface StartOptions extends ServerOptions {
@@ -78,7 +79,8 @@ export async function startServer(stowage: Stowage, options: StartOptions = {}):
 /** Opens the engine from the configuration and serves until SIGINT/SIGTERM. */
 export async function serveForever(options: StartOptions & { configPath?: string } = {}): Promise<void> {
   const stowage = await Stowage.open({ configPath: options.configPath });
-  const server = await startServer(stowage, options);
+  const logger = options.logger ?? (process.stdout.isTTY ? { stream: prettyStdout } : true);
+  const server = await startServer(stowage, { ...options, logger });
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) {

@@ -32,7 +32,7 @@ export interface TestServer {
  * A real server on an ephemeral loopback port, over a project with a folder source and a
  * live SQLite database, its own data folder and configuration file. Each test gets its own.
  */
-export async function startTestServer(options: { yaml?: string; backupKey?: string; env?: Record<string, string> } = {}): Promise<TestServer> {
+export async function startTestServer(options: { yaml?: string; backupKey?: string; env?: Record<string, string>; logLines?: string[] } = {}): Promise<TestServer> {
   const root = makeTempDir('stowage-server-');
   writeTree(root, {
     'app/files/readme.txt': 'hello\n',
@@ -62,7 +62,8 @@ server:
   }
   const stowage = await Stowage.open({ configPath: path.join(root, 'stowage.yaml') });
   const notices: string[] = [];
-  const server = await startServer(stowage, { logger: false, backupKey: options.backupKey ?? '', notice: (l) => notices.push(l) });
+  const logger = options.logLines ? { level: 'debug', stream: { write: (line: string) => options.logLines!.push(line) } } : false;
+  const server = await startServer(stowage, { logger, backupKey: options.backupKey ?? '', notice: (l) => notices.push(l) });
   for (const [k, v] of Object.entries(saved)) {
     if (v === undefined) delete process.env[k];
     else process.env[k] = v;
