@@ -572,3 +572,21 @@ describe('secrets and the CLI alongside the server', () => {
     await s.close();
   });
 });
+
+describe('requests without a body', () => {
+  it('POST with no body starts a backup (curl -X POST), and auth is checked before the body', async () => {
+    const s = await startTestServer();
+    try {
+      const r = await s.request('/api/backups', { method: 'POST', token: s.adminToken });
+      expect(r.status).toBe(200);
+      expect(((await r.json()) as { status: string }).status).toBe('completed');
+      const unauth = await s.request('/api/backups', { method: 'POST', body: '{"name": 5}', headers: { 'content-type': 'application/json' } });
+      expect(unauth.status).toBe(401);
+      const missing = await s.request('/api/backups/reset-factory', { method: 'POST', token: s.adminToken });
+      expect(missing.status).toBe(400);
+      expect(((await missing.json()) as { data: object }).data).toHaveProperty('confirm');
+    } finally {
+      await s.close();
+    }
+  });
+});

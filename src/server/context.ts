@@ -24,7 +24,10 @@ export interface ServerContext {
 
 export const AUTH_HINT = 'send "Authorization: <token>" with a superuser token (POST /api/collections/_superusers/auth-with-password) or an API token';
 
-/** A preHandler that admits a superuser, or an API token holding `scope`. */
+/**
+ * An onRequest hook that admits a superuser, or an API token holding `scope`. It runs before
+ * the body is read or validated: an unauthorised upload is refused without receiving it.
+ */
 export function guard(ctx: ServerContext, scope: Scope | 'superuser') {
   return async (request: FastifyRequest): Promise<void> => {
     const principal = await ctx.auth.authenticate(request.headers.authorization);

@@ -92,6 +92,11 @@ export async function buildServer(stowage: Stowage, options: ServerOptions = {})
     else jsonParser(request, body as string, done);
   });
 
+  // A POST with no body at all (curl -X POST) means "no options", like an empty JSON object.
+  app.addHook('preValidation', async (request) => {
+    if (request.body === undefined || request.body === null) request.body = {};
+  });
+
   if (server.corsOrigins.length) {
     const cors = (await import('@fastify/cors')).default;
     await app.register(cors, { origin: server.corsOrigins, credentials: false, exposedHeaders: ['Content-Disposition', 'Content-Length', 'Content-Range', 'ETag'] });

@@ -37,10 +37,11 @@ function toResult(status: number | null, signal: NodeJS.Signals | null, stdout: 
 }
 
 /** Runs `stowage ...args` synchronously in `cwd`. */
-export function stowage(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
+export function stowage(cwd: string, args: string[], env: NodeJS.ProcessEnv = {}, input?: string): CliResult {
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" (npm test does it)`);
   const r = spawnSync(process.execPath, [CLI, ...args], {
     cwd,
+    input,
     env: { ...process.env, ...env },
     encoding: 'utf8',
     maxBuffer: 256 * 1024 * 1024,

@@ -35,7 +35,7 @@ export function registerAuthRoutes(app: App, ctx: ServerContext): void {
 
   app.post('/api/collections/_superusers/auth-refresh', {
     schema: { tags: ['auth'], summary: 'A fresh session token for the current superuser', security: SECURED, response: { 200: AuthResponse, ...errorResponses(401, 403) } },
-    preHandler: guard(ctx, 'superuser'),
+    onRequest: guard(ctx, 'superuser'),
     handler: async (request) => {
       const principal = request.principal!;
       const user = auth.listSuperusers().find((u) => principal.kind === 'superuser' && u.id === principal.id)!;
@@ -87,19 +87,19 @@ export function registerAuthRoutes(app: App, ctx: ServerContext): void {
   const tags = ['tokens'];
   app.get('/api/tokens', {
     schema: { tags, summary: 'API tokens (their secrets are never shown again)', security: SECURED, response: { 200: Type.Array(ApiToken), ...errorResponses(401, 403) } },
-    preHandler: guard(ctx, 'superuser'),
+    onRequest: guard(ctx, 'superuser'),
     handler: async () => auth.listApiTokens(),
   });
 
   app.post('/api/tokens', {
     schema: { tags, summary: 'Create an API token with scopes; the token is in this response only', security: SECURED, body: CreateApiTokenBody, response: { 200: CreatedApiToken, ...errorResponses(400, 401, 403) } },
-    preHandler: guard(ctx, 'superuser'),
+    onRequest: guard(ctx, 'superuser'),
     handler: async (request) => auth.createApiToken(request.body.name, request.body.scopes, request.body.expiresInDays),
   });
 
   app.delete('/api/tokens/:id', {
     schema: { tags, summary: 'Revoke an API token', security: SECURED, params: Type.Object({ id: Type.String({ pattern: '^[0-9a-f]{12}$' }) }), response: { 204: Type.Null(), ...errorResponses(400, 401, 403, 404) } },
-    preHandler: guard(ctx, 'superuser'),
+    onRequest: guard(ctx, 'superuser'),
     handler: async (request, reply) => {
       try {
         auth.revokeApiToken(request.params.id);

@@ -43,13 +43,13 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
 
   app.get('/api/backups', {
     schema: { tags, summary: 'List backups, newest first (failed and running ones too)', security: SECURED, response: { 200: Type.Array(Backup), ...errorResponses(401, 403) } },
-    preHandler: guard(ctx, 'backups:read'),
+    onRequest: guard(ctx, 'backups:read'),
     handler: async () => stowage.listBackups(),
   });
 
   app.get('/api/backups/:key/info', {
     schema: { tags, summary: 'One backup', security: SECURED, params: KeyParams, response: { 200: BackupDetail, ...errorResponses(400, 401, 403, 404) } },
-    preHandler: guard(ctx, 'backups:read'),
+    onRequest: guard(ctx, 'backups:read'),
     handler: async (request) => stowage.getBackup(checkKey(request.params.key)),
   });
 
@@ -62,7 +62,7 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
       querystring: ManifestQuery,
       response: { 200: ManifestPage, ...errorResponses(400, 401, 403, 404) },
     },
-    preHandler: guard(ctx, 'backups:read'),
+    onRequest: guard(ctx, 'backups:read'),
     handler: async (request) => {
       const key = checkKey(request.params.key);
       const { page, perPage } = request.query;
@@ -80,7 +80,7 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
       body: Type.Optional(CreateBackupBody),
       response: { 200: BackupDetail, 202: BackupDetail, ...errorResponses(400, 401, 403, 409) },
     },
-    preHandler: guard(ctx, 'backups:create'),
+    onRequest: guard(ctx, 'backups:create'),
     handler: async (request, reply) => {
       const body = request.body ?? {};
       if (body.name !== undefined) {
@@ -126,7 +126,7 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
 
   app.post('/api/backups/:key/download-token', {
     schema: { tags, summary: 'A download token for this backup only, valid 3 minutes', security: SECURED, params: KeyParams, response: { 200: TokenResponse, ...errorResponses(400, 401, 403, 404) } },
-    preHandler: guard(ctx, 'backups:download'),
+    onRequest: guard(ctx, 'backups:download'),
     handler: async (request) => {
       const key = checkKey(request.params.key);
       if (!(await stowage.storage.stat(key))) throw new HttpError(404, `No backup named ${key}.`);
@@ -136,13 +136,13 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
 
   app.post('/api/files/token', {
     schema: { tags, summary: 'A download token for any backup, valid 3 minutes (PocketBase: pb.files.getToken())', security: SECURED, response: { 200: TokenResponse, ...errorResponses(401, 403) } },
-    preHandler: guard(ctx, 'backups:download'),
+    onRequest: guard(ctx, 'backups:download'),
     handler: async (request) => ({ token: await auth.issueFileToken(request.principal!) }),
   });
 
   app.delete('/api/backups/:key', {
     schema: { tags, summary: 'Delete a backup (refused while a running job uses it)', security: SECURED, params: KeyParams, response: { 204: Type.Null(), ...errorResponses(400, 401, 403, 404, 409) } },
-    preHandler: guard(ctx, 'backups:delete'),
+    onRequest: guard(ctx, 'backups:delete'),
     handler: async (request, reply) => {
       await stowage.deleteBackup(checkKey(request.params.key));
       return reply.code(204).send(null);
@@ -158,7 +158,7 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
       body: Type.Optional(RestoreBody),
       response: { 202: RestoreStatus, ...errorResponses(400, 401, 403, 404, 409) },
     },
-    preHandler: guard(ctx, 'backups:restore'),
+    onRequest: guard(ctx, 'backups:restore'),
     handler: async (request, reply) => {
       const key = checkKey(request.params.key);
       if (!(await stowage.storage.stat(key))) throw new HttpError(404, `No backup named ${key}.`);
@@ -177,7 +177,7 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
       body: ResetBody,
       response: { 202: RestoreStatus, ...errorResponses(400, 401, 403, 409) },
     },
-    preHandler: guard(ctx, 'backups:restore'),
+    onRequest: guard(ctx, 'backups:restore'),
     handler: async (request, reply) => {
       const job = await stowage.startFactoryReset();
       job.done.catch((err: unknown) => request.log.warn({ err: { message: (err as Error).message } }, 'factory reset failed'));
@@ -193,7 +193,7 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
       body: ExportBody,
       response: { 200: Type.Any({ description: 'the archive (application/zip)' }), ...errorResponses(400, 401, 403, 404, 409) },
     },
-    preHandler: async (request) => {
+    onRequest: async (request) => {
       // Off unless configured: to callers it does not exist.
       if (!ctx.backupKey) throw new HttpError(404, 'Not found.');
       await guard(ctx, 'backups:export')(request);
@@ -237,7 +237,7 @@ function registerUpload(app: App, ctx: ServerContext, maxUploadSize: number): vo
         consumes: ['multipart/form-data', 'application/octet-stream', 'application/zip'],
         response: { 200: BackupDetail, ...errorResponses(400, 401, 403, 413, 415) },
       },
-      preHandler: guard(ctx, 'backups:create'),
+      onRequest: guard(ctx, 'backups:create'),
       handler: async (request, reply) => handleUpload(ctx, request, reply, maxUploadSize),
     });
   });

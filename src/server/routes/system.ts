@@ -57,7 +57,7 @@ export function registerSystemRoutes(app: App, ctx: ServerContext): void {
 
   app.get('/api/restore-status', {
     schema: { tags: ['restore'], summary: 'The state of the last restore or factory reset', security: SECURED, response: { 200: RestoreStatus, ...errorResponses(401, 403) } },
-    preHandler: guard(ctx, 'backups:read'),
+    onRequest: guard(ctx, 'backups:read'),
     handler: async () => restoreStatusBody(ctx, stowage.restoreStatus()),
   });
 
@@ -69,7 +69,7 @@ export function registerSystemRoutes(app: App, ctx: ServerContext): void {
       querystring: Type.Object({ limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }) }),
       response: { 200: Type.Array(Job), ...errorResponses(401, 403) },
     },
-    preHandler: guard(ctx, 'backups:read'),
+    onRequest: guard(ctx, 'backups:read'),
     handler: async (request) => stowage.catalogue.listJobs(request.query.limit),
   });
 
@@ -80,7 +80,7 @@ export function registerSystemRoutes(app: App, ctx: ServerContext): void {
       security: SECURED,
       response: { 200: Type.String({ description: 'text/event-stream: "event: <type>" and "data: <JSON>" per message' }), ...errorResponses(401, 403) },
     },
-    preHandler: guard(ctx, 'backups:read'),
+    onRequest: guard(ctx, 'backups:read'),
     handler: async (request, reply) => {
       reply.hijack();
       const res = reply.raw;
