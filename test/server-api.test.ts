@@ -180,6 +180,12 @@ describe('the API, route by route and caller by caller', () => {
     expect((await s.request(`/api/backups/${seedKey}?token=${forged}`)).status).toBe(403);
     const { FILE_TOKEN_TTL_SECONDS } = await import('../src/server/auth.js');
     expect(FILE_TOKEN_TTL_SECONDS).toBe(180);
+    // Revoking the API token that asked for a download token voids it at once.
+    const created = s.auth.createApiToken('short-lived', ['backups:download']);
+    const viaToken = ((await (await s.request('/api/files/token', { method: 'POST', token: created.token })).json()) as { token: string }).token;
+    expect((await s.request(`/api/backups/${seedKey}?token=${viaToken}`)).status).toBe(200);
+    s.auth.revokeApiToken(created.record.id);
+    expect((await s.request(`/api/backups/${seedKey}?token=${viaToken}`)).status).toBe(403);
   });
 
   it('refuses keys that try to leave the storage folder', async () => {

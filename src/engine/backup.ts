@@ -77,7 +77,7 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
   const key = options.name || output ? keyFromName(options.name ?? defaultKey(config.app.name, now, TRIGGER_PREFIX[trigger] ?? '')) : await freeDefaultKey(ctx, now, trigger);
   // An archive written to `output` is not stored: it goes nowhere near storage or the catalogue.
   const catalogue = output ? null : ctx.catalogue;
-  if (!output && (await storage.stat(key))) throw new StowageError('BACKUP_EXISTS', `a backup named ${key} already exists; choose another --name or delete it first`);
+  if (!output && (await storage.stat(key))) throw new StowageError('BACKUP_EXISTS', `a backup named ${key} already exists; choose another name or delete it first`);
   const existing = catalogue?.getBackup(key);
   if (existing && existing.status !== 'failed') throw new StowageError('BACKUP_EXISTS', `a backup named ${key} is already ${existing.status}`);
 

@@ -295,7 +295,12 @@ export class AuthService {
     try {
       const { payload } = await jwtVerify(token, this.fileKey(), { algorithms: ['HS256'] });
       if (payload.type !== 'file') return false;
-      return payload.key === undefined || payload.key === key;
+      if (payload.key !== undefined && payload.key !== key) return false;
+      // A token made by a superuser or API token that has since been removed is void.
+      const by = String(payload.by ?? '');
+      if (by.startsWith('su:')) return this.db.prepare('SELECT 1 FROM superusers WHERE id = ?').get(by.slice(3)) !== undefined;
+      if (by.startsWith('tok:')) return this.db.prepare('SELECT 1 FROM api_tokens WHERE id = ?').get(by.slice(4)) !== undefined;
+      return false;
     } catch {
       return false;
     }

@@ -72,7 +72,7 @@ export const KeyParams = Type.Object({
 
 export const CreateBackupBody = Type.Object(
   {
-    name: Type.Optional(Type.String({ minLength: 1, maxLength: 146, description: 'the key without .zip (default: <app>_<UTC timestamp>)' })),
+    name: Type.Optional(Type.String({ maxLength: 146, description: 'the key without .zip (default: <app>_<UTC timestamp>)' })),
     description: Type.Optional(Type.String({ maxLength: 1000 })),
     excludes: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 1000 }), { maxItems: 1000, description: 'extra fnmatch rules for this backup' })),
   },

@@ -83,6 +83,8 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
     onRequest: guard(ctx, 'backups:create'),
     handler: async (request, reply) => {
       const body = request.body ?? {};
+      // PocketBase's pb.backups.create('') means "pick a name".
+      if (body.name === '') body.name = undefined;
       if (body.name !== undefined) {
         try {
           keyFromName(body.name);
@@ -291,7 +293,9 @@ async function handleUpload(ctx: ServerContext, request: FastifyRequest, reply: 
     return reply.send(backup);
   } catch (err) {
     if (isStowageError(err) && ['ARCHIVE_INVALID', 'ARCHIVE_UNSAFE', 'FORMAT_UNSUPPORTED', 'CHECKSUM_MISMATCH'].includes(err.code)) {
-      throw fieldError(400, 'file', 'validation_invalid_archive', `Not a usable Stowage backup: ${err.message}`);
+      // The message names the file it read: the server's scratch path is nobody's business.
+      const message = err.message.split(temp).join(name ?? 'the upload');
+      throw fieldError(400, 'file', 'validation_invalid_archive', `Not a usable Stowage backup: ${message}`);
     }
     if (isStowageError(err, 'BACKUP_EXISTS')) throw fieldError(400, 'file', 'validation_backup_exists', err.message);
     if ((err as { code?: string }).code === 'FST_REQ_FILE_TOO_LARGE') throw tooLarge(maxUploadSize);
