@@ -596,3 +596,28 @@ describe('requests without a body', () => {
     }
   });
 });
+
+describe('the list cache', () => {
+  it('sees archives added and removed outside the server, and answers 304 to a current ETag', async () => {
+    const s = await startTestServer();
+    try {
+      const made = ((await (await s.request('/api/backups', { method: 'POST', token: s.adminToken, json: { name: 'cached' } })).json()) as { key: string }).key;
+      const first = await s.request('/api/backups', { token: s.adminToken });
+      const etag = first.headers.get('etag')!;
+      expect(((await first.json()) as unknown[]).length).toBe(1);
+      expect((await s.request('/api/backups', { token: s.adminToken, headers: { 'If-None-Match': etag } })).status).toBe(304);
+      // A copy dropped into the storage folder by hand appears at once (imported on listing)...
+      const dir = path.join(s.root, 'data/backups');
+      fs.copyFileSync(path.join(dir, made), path.join(dir, 'copied_by_hand.zip'));
+      const second = await s.request('/api/backups', { token: s.adminToken, headers: { 'If-None-Match': etag } });
+      expect(second.status).toBe(200);
+      expect(((await second.json()) as Array<{ key: string }>).map((b) => b.key).sort()).toEqual(['cached.zip', 'copied_by_hand.zip']);
+      // ...and one removed by hand is shown as failed, with the reason.
+      fs.rmSync(path.join(dir, made));
+      const third = (await (await s.request('/api/backups', { token: s.adminToken })).json()) as Array<{ key: string; status: string; statusMessage: string }>;
+      expect(third.find((b) => b.key === made)).toMatchObject({ status: 'failed', statusMessage: expect.stringMatching(/no longer in/) });
+    } finally {
+      await s.close();
+    }
+  });
+});

@@ -10,7 +10,7 @@ import { StowageError, errorMessage, isStowageError } from '../errors.js';
 import { StowageEmitter, progressThrottle } from '../events/events.js';
 import { assertValidKey, isValidKey, keyFromName } from '../storage/keys.js';
 import { LocalStorage } from '../storage/local.js';
-import type { Storage } from '../storage/storage.js';
+import type { Storage, StoredObject } from '../storage/storage.js';
 import { STOWAGE_VERSION } from '../version.js';
 import { processTag } from '../fs/process.js';
 import { runBackup, type BackupOptions, type ExcludeHook } from './backup.js';
@@ -75,6 +75,7 @@ export class Stowage extends StowageEmitter {
   private readonly excludeHooks: ExcludeHook[] = [];
   private heldLock: HeldLock | null = null;
   private currentJob: { kind: JobKind; description: string; key: string | null } | null = null;
+  private listMemo: { stored: readonly StoredObject[]; records: readonly BackupRecord[]; result: readonly BackupInfo[] } | null = null;
 
   private constructor(config: StowageConfig) {
     super();
@@ -215,30 +216,41 @@ export class Stowage extends StowageEmitter {
     return this.startJob('export', 'export', null, async () => undefined, () => runBackup(this.context, { ...options, trigger: 'api', output }));
   }
 
-  /** Every backup, newest first: completed ones from storage, plus failed and running ones. */
-  async listBackups(): Promise<BackupInfo[]> {
-    const stored = await this.storage.list();
-    const storedByKey = new Map(stored.map((o) => [o.key, o]));
-    const records = new Map(this.catalogue.listBackups().map((r) => [r.key, r]));
+  /**
+   * Every backup, newest first: completed ones from storage, plus failed and running ones.
+   * The same array comes back while neither storage nor the catalogue changed (both cache
+   * their listings), so a server can reuse its serialised response. Do not modify it.
+   */
+  async listBackups(): Promise<readonly BackupInfo[]> {
+    let stored = await this.storage.list();
+    let records = this.catalogue.listBackups();
+    if (this.listMemo && this.listMemo.stored === stored && this.listMemo.records === records) return this.listMemo.result;
+    const recordsByKey = new Map(records.map((r) => [r.key, r]));
+    let imported = false;
     for (const obj of stored) {
       // Archives the catalogue does not know, or a failed record whose key now holds another
       // file. A file already judged unusable (same size) is not read again on every list.
-      const known = records.get(obj.key);
+      const known = recordsByKey.get(obj.key);
       if (!known || (known.status === 'failed' && known.size !== obj.size)) {
-        const imported = await this.importStored(obj.key, obj.modified);
-        if (imported) records.set(obj.key, imported);
+        if (await this.importStored(obj.key, obj.modified)) imported = true;
       }
     }
+    if (imported) {
+      stored = await this.storage.list();
+      records = this.catalogue.listBackups();
+    }
+    const storedByKey = new Map(stored.map((o) => [o.key, o]));
     const out: BackupInfo[] = [];
-    for (const record of records.values()) {
+    for (const record of records) {
       const obj = storedByKey.get(record.key);
-      if (!obj && record.status === 'completed') {
-        record.status = 'failed';
-        record.statusMessage = `the archive is no longer in ${this.storage.description} (deleted outside Stowage?)`;
-      }
-      out.push(this.toInfo(record, obj?.modified ?? null, obj?.size));
+      const gone = !obj && record.status === 'completed';
+      const shown = gone ? { ...record, status: 'failed' as const, statusMessage: `the archive is no longer in ${this.storage.description} (deleted outside Stowage?)` } : record;
+      out.push(this.toInfo(shown, obj?.modified ?? null, obj?.size));
     }
-    return out.sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.key.localeCompare(a.key));
+    out.sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.key.localeCompare(a.key));
+    const result = Object.freeze(out);
+    this.listMemo = { stored, records, result };
+    return result;
   }
 
   async getBackup(key: string): Promise<BackupInfo> {

@@ -17,6 +17,7 @@ const TEMP_PREFIX = '.stowage-upload-';
  */
 export class LocalStorage implements Storage {
   readonly description: string;
+  private listCache: { stamp: string; objects: readonly StoredObject[] } | null = null;
 
   constructor(readonly root: string) {
     this.description = `local folder ${root}`;
@@ -91,21 +92,44 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async list(): Promise<StoredObject[]> {
-    let names: string[];
-    try {
-      names = await fs.promises.readdir(this.root);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
+  /**
+   * Every archive, newest first. The result is cached until the folder changes (its mtime and
+   * ctime move with every file added, renamed or removed): a server lists on every request,
+   * and 1,000 stat calls queued behind a running backup's I/O took over a second
+   * (bench/README.md, API load). Archives never change under their key, so known names keep
+   * their stat; only new names are stat'ed. The returned array is shared: do not modify it.
+   */
+  async list(): Promise<readonly StoredObject[]> {
+    // Synchronous on purpose: one stat of the folder is microseconds, and a thread-pool hop
+    // would wait behind a running backup's reads.
+    const dir = fs.statSync(this.root, { bigint: true, throwIfNoEntry: false });
+    if (!dir) return [];
+    const stamp = `${dir.mtimeNs}:${dir.ctimeNs}:${dir.ino}`;
+    // Folder timestamps come from a coarse clock (a few ms): two changes in one tick leave the
+    // same stamp. A folder changed within the last second is therefore always re-read (git's
+    // "racy" index entries are handled the same way).
+    const settled = Date.now() - Number(dir.mtimeNs / 1_000_000n) > 1000;
+    if (settled && this.listCache?.stamp === stamp) return this.listCache.objects;
+    const known = new Map((this.listCache?.objects ?? []).map((o) => [o.key, o]));
+    const names = (await fs.promises.readdir(this.root)).filter(isValidKey);
+    const found = await Promise.all(
+      names.map(async (name) => {
+        const cached = known.get(name);
+        if (cached) return cached;
+        const st = await fs.promises.lstat(path.join(this.root, name)).catch(() => null);
+        return st?.isFile() ? { key: name, size: st.size, modified: st.mtime } : null;
+      }),
+    );
+    const objects = found.filter((o): o is StoredObject => o !== null);
+    objects.sort((a, b) => b.modified.getTime() - a.modified.getTime() || b.key.localeCompare(a.key));
+    // Unchanged (known names keep their objects): keep the same array, so callers' caches hold.
+    const previous = this.listCache?.objects;
+    if (previous && previous.length === objects.length && previous.every((o, i) => o === objects[i])) {
+      this.listCache = { stamp, objects: previous };
+      return previous;
     }
-    const out: StoredObject[] = [];
-    for (const name of names) {
-      if (!isValidKey(name)) continue;
-      const st = await fs.promises.lstat(path.join(this.root, name)).catch(() => null);
-      if (st?.isFile()) out.push({ key: name, size: st.size, modified: st.mtime });
-    }
-    return out.sort((a, b) => b.modified.getTime() - a.modified.getTime() || b.key.localeCompare(a.key));
+    this.listCache = { stamp, objects: Object.freeze(objects) };
+    return this.listCache.objects;
   }
 
   async delete(key: string): Promise<void> {

@@ -42,7 +42,8 @@ export interface Storage {
   createUpload(key: string): Promise<Upload>;
   get(key: string, range?: { start: number; end?: number }): Promise<Readable>;
   stat(key: string): Promise<StoredObject | null>;
-  list(): Promise<StoredObject[]>;
+  /** Newest first. May be a cached, shared array: callers must not modify it. */
+  list(): Promise<readonly StoredObject[]>;
   delete(key: string): Promise<void>;
   /** A file on local disk with the archive's bytes (ZIP readers need random access). */
   localCopy(key: string, tempDir: string): Promise<LocalCopy>;

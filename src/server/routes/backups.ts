@@ -37,14 +37,34 @@ function checkKey(key: string): string {
   return key;
 }
 
+const SERVER_EPOCH = Date.now().toString(36);
+
 export function registerBackupRoutes(app: App, ctx: ServerContext, options: { maxUploadSize: number }): void {
   const { stowage, auth } = ctx;
+  const serializedLists = new WeakMap<object, { body: string; etag: string }>();
+  let listVersion = 0;
   const tags = ['backups'];
 
   app.get('/api/backups', {
-    schema: { tags, summary: 'List backups, newest first (failed and running ones too)', security: SECURED, response: { 200: Type.Array(Backup), ...errorResponses(401, 403) } },
+    schema: {
+      tags,
+      summary: 'List backups, newest first (failed and running ones too); ETag / If-None-Match supported',
+      security: SECURED,
+      response: { 200: Type.Array(Backup), 304: Type.Null({ description: 'unchanged since the ETag given in If-None-Match' }), ...errorResponses(401, 403) },
+    },
     onRequest: guard(ctx, 'backups:read'),
-    handler: async () => stowage.listBackups(),
+    handler: async (request, reply) => {
+      const list = await stowage.listBackups();
+      // The engine returns the same array until something changes: serialise it once.
+      let cached = serializedLists.get(list);
+      if (!cached) {
+        cached = { body: reply.serialize(list) as string, etag: `W/"${SERVER_EPOCH}-${(++listVersion).toString(36)}"` };
+        serializedLists.set(list, cached);
+      }
+      reply.header('ETag', cached.etag);
+      if (request.headers['if-none-match'] === cached.etag) return reply.code(304).send(null);
+      return reply.type('application/json; charset=utf-8').send(cached.body as never);
+    },
   });
 
   app.get('/api/backups/:key/info', {
