@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, startTestServer, waitFor, type TestServer } from '../src/testing/server.js';
 import { stowage } from '../src/testing/cli.js';
-import { run } from '../src/testing/tmp.js';
+import { makeTempDir, run } from '../src/testing/tmp.js';
 import type { Scope } from '../src/server/schemas.js';
 
 const BACKUP_KEY = 'k'.repeat(24);
@@ -617,6 +617,60 @@ describe('the list cache', () => {
       const third = (await (await s.request('/api/backups', { token: s.adminToken })).json()) as Array<{ key: string; status: string; statusMessage: string }>;
       expect(third.find((b) => b.key === made)).toMatchObject({ status: 'failed', statusMessage: expect.stringMatching(/no longer in/) });
     } finally {
+      await s.close();
+    }
+  });
+});
+
+describe('jobs on the job thread (what stowage serve uses)', () => {
+  it('backs up, streams events, refuses a second job with 409 while one runs, restores, and stays responsive', async () => {
+    const release = path.join(makeTempDir(), 'release');
+    const saved = { fp: process.env.STOWAGE_FAILPOINTS, rel: process.env.STOWAGE_FAILPOINT_RELEASE };
+    process.env.STOWAGE_FAILPOINTS = 'backup.started=wait';
+    process.env.STOWAGE_FAILPOINT_RELEASE = release;
+    const s = await startTestServer({ jobs: 'thread' });
+    try {
+      // Events from the thread reach the SSE stream.
+      const events: string[] = [];
+      const abort = new AbortController();
+      const stream = await s.request('/api/events', { token: s.adminToken, signal: abort.signal });
+      const reader = stream.body!.getReader();
+      const reading = (async () => {
+        const decoder = new TextDecoder();
+        for (;;) {
+          const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }));
+          if (done) return;
+          for (const m of decoder.decode(value).matchAll(/^event: (.+)$/gm)) events.push(m[1]!);
+        }
+      })();
+
+      const held = await s.request('/api/backups', { method: 'POST', token: s.adminToken, json: { name: 'threaded' }, headers: { Prefer: 'respond-async' } });
+      expect(held.status).toBe(202);
+      expect(await held.json()).toMatchObject({ key: 'threaded.zip', status: 'started' });
+      // The thread is blocked inside the backup; this thread still answers.
+      const second = await s.request('/api/backups', { method: 'POST', token: s.adminToken, json: {} });
+      expect(second.status).toBe(409);
+      expect(((await (await s.request('/api/health')).json()) as { canBackup: boolean }).canBackup).toBe(false);
+      expect((await s.request('/api/backups/threaded.zip', { method: 'DELETE', token: s.adminToken })).status).toBe(409);
+      fs.writeFileSync(release, '');
+      await waitFor(async () => ((await (await s.request('/api/backups/threaded.zip/info', { token: s.adminToken })).json()) as { status: string }).status === 'completed', 30_000, 'backup');
+      await waitFor(() => events.includes('backup.created'), 10_000, 'backup.created event');
+      expect(events).toEqual(expect.arrayContaining(['hello', 'backup.started', 'backup.created']));
+
+      fs.writeFileSync(path.join(s.root, 'app/files/readme.txt'), 'changed\n');
+      const r = await s.request('/api/backups/threaded.zip/restore', { method: 'POST', token: s.adminToken, json: { safetyBackup: false } });
+      expect(r.status).toBe(202);
+      await waitFor(async () => ((await (await s.request('/api/restore-status', { token: s.adminToken })).json()) as { status: string }).status === 'completed', 30_000, 'restore');
+      expect(fs.readFileSync(path.join(s.root, 'app/files/readme.txt'), 'utf8')).toBe('hello\n');
+      await waitFor(() => events.includes('restore.completed'), 10_000, 'restore.completed event');
+      abort.abort();
+      await reading;
+    } finally {
+      fs.writeFileSync(release, '');
+      process.env.STOWAGE_FAILPOINTS = saved.fp;
+      process.env.STOWAGE_FAILPOINT_RELEASE = saved.rel;
+      if (saved.fp === undefined) delete process.env.STOWAGE_FAILPOINTS;
+      if (saved.rel === undefined) delete process.env.STOWAGE_FAILPOINT_RELEASE;
       await s.close();
     }
   });

@@ -11,6 +11,7 @@ import { StowageError, errorMessage, isStowageError } from '../errors.js';
 import { progressThrottle } from '../events/events.js';
 import { ExcludeRules } from '../sources/fnmatch.js';
 import { createEmptySource, createSource } from '../sources/index.js';
+import { failpoint } from './failpoints.js';
 import type { BackupContext, Source } from '../sources/source.js';
 import { defaultKey, keyFromName } from '../storage/keys.js';
 import { LocalStorage } from '../storage/local.js';
@@ -111,6 +112,8 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
     options.onStarted?.(record);
     events.emit('backup.started', { key, trigger, sources: sources.map((s) => s.name) });
   }
+  await new Promise((r) => setImmediate(r)); // let a waiting caller see `started` first
+  failpoint('backup.started');
 
   const warnings: Array<{ path: string; reason: string }> = [];
   let warningCount = 0;

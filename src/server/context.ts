@@ -1,4 +1,5 @@
 import type { FastifyRequest } from 'fastify';
+import type { JobRunner } from '../engine/job-thread.js';
 import type { Stowage } from '../engine/stowage.js';
 import { AuthService, LoginLimiter, can, type Principal } from './auth.js';
 import { HttpError } from './http-errors.js';
@@ -14,6 +15,8 @@ declare module 'fastify' {
 /** What every route module gets. */
 export interface ServerContext {
   stowage: Stowage;
+  /** Where backups, restores and resets run: a worker thread (serve) or this thread. */
+  jobs: JobRunner;
   auth: AuthService;
   limiter: LoginLimiter;
   /** STOWAGE_BACKUP_KEY when the export endpoint is enabled (>= 20 characters), else null. */

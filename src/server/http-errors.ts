@@ -39,6 +39,7 @@ const STATUS_BY_CODE: Record<StowageErrorCode, number> = {
   RESTORE_FAILED: 500,
   STORAGE_FAILED: 502,
   USAGE: 400,
+  HOOK_FAILED: 500,
 };
 
 function body(status: number, message: string, data: ErrorResponse['data'] = {}): ErrorResponse {

@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { HTTP_ADDRESS } from '../config/schema.js';
+import { JobThread, inlineJobs } from '../engine/job-thread.js';
 import type { Stowage } from '../engine/stowage.js';
 import { StowageError } from '../errors.js';
 import { STOWAGE_VERSION } from '../version.js';
@@ -18,6 +19,11 @@ export interface ServerOptions {
   logger?: boolean | Record<string, unknown>;
   /** The export key; default process.env.STOWAGE_BACKUP_KEY. */
   backupKey?: string;
+  /**
+   * Where jobs run: 'thread' (default) keeps request handling responsive during a backup;
+   * 'inline' runs them on this thread, which library exclude hooks need.
+   */
+  jobs?: 'thread' | 'inline';
 }
 
 /** `?token=...` and other secrets never reach the log. */
@@ -35,6 +41,7 @@ export async function buildServer(stowage: Stowage, options: ServerOptions = {})
   const rawKey = options.backupKey ?? process.env.STOWAGE_BACKUP_KEY ?? '';
   const context: ServerContext = {
     stowage,
+    jobs: options.jobs === 'inline' ? inlineJobs(stowage) : new JobThread(stowage),
     auth: new AuthService(stowage.catalogue.database),
     limiter: new LoginLimiter(),
     backupKey: rawKey.length >= MIN_BACKUP_KEY_LENGTH ? rawKey : null,
@@ -136,6 +143,8 @@ export async function buildServer(stowage: Stowage, options: ServerOptions = {})
   registerSystemRoutes(app, context);
   app.get('/api/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
+  // Closing the server waits for a running job, then stops the job thread.
+  app.addHook('onClose', async () => context.jobs.close());
   await app.ready();
   return { app, context };
 }

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import type { JobRunner } from '../engine/job-thread.js';
 import { Stowage } from '../engine/stowage.js';
 import { MIN_BACKUP_KEY_LENGTH, buildServer, parseHttpAddress, type ServerOptions } from './server.js';
 import { prettyStdout } from './log-format.js';
@@ -13,6 +14,7 @@ export interface StartOptions extends ServerOptions {
 
 export interface RunningServer {
   app: FastifyInstance;
+  jobs: JobRunner;
   url: string;
   close(): Promise<void>;
 }
@@ -69,6 +71,7 @@ export async function startServer(stowage: Stowage, options: StartOptions = {}):
 
   return {
     app,
+    jobs: context.jobs,
     url,
     close: async () => {
       await app.close();
@@ -88,10 +91,9 @@ export async function serveForever(options: StartOptions & { configPath?: string
       process.exit(130);
     }
     stopping = true;
-    const job = stowage.runningJob;
-    if (job) process.stderr.write(`${signal}: waiting for ${job.description} to finish (press Ctrl-C again to stop now)...\n`);
-    await server.close();
-    while (stowage.runningJob) await new Promise((r) => setTimeout(r, 200));
+    const job = stowage.runningJob ?? server.jobs.runningJob;
+    if (job) process.stderr.write(`${signal}: waiting for the running ${job.kind}${job.key ? ` of ${job.key}` : ''} to finish (press Ctrl-C again to stop now)...\n`);
+    await server.close(); // waits for the job (see buildServer)
     stowage.close();
     process.exit(0);
   };

@@ -32,7 +32,9 @@ export interface TestServer {
  * A real server on an ephemeral loopback port, over a project with a folder source and a
  * live SQLite database, its own data folder and configuration file. Each test gets its own.
  */
-export async function startTestServer(options: { yaml?: string; backupKey?: string; env?: Record<string, string>; logLines?: string[] } = {}): Promise<TestServer> {
+export async function startTestServer(
+  options: { yaml?: string; backupKey?: string; env?: Record<string, string>; logLines?: string[]; jobs?: 'thread' | 'inline' } = {},
+): Promise<TestServer> {
   const root = makeTempDir('stowage-server-');
   writeTree(root, {
     'app/files/readme.txt': 'hello\n',
@@ -63,7 +65,8 @@ server:
   const stowage = await Stowage.open({ configPath: path.join(root, 'stowage.yaml') });
   const notices: string[] = [];
   const logger = options.logLines ? { level: 'debug', stream: { write: (line: string) => options.logLines!.push(line) } } : false;
-  const server = await startServer(stowage, { logger, backupKey: options.backupKey ?? '', notice: (l) => notices.push(l) });
+  // Inline by default: tests hold jobs open with library exclude hooks, which need this thread.
+  const server = await startServer(stowage, { jobs: options.jobs ?? 'inline', logger, backupKey: options.backupKey ?? '', notice: (l) => notices.push(l) });
   for (const [k, v] of Object.entries(saved)) {
     if (v === undefined) delete process.env[k];
     else process.env[k] = v;
@@ -92,9 +95,7 @@ server:
       return fetch(`${url}${pathname}`, { ...init, headers, body });
     },
     close: async () => {
-      await server.close();
-      // Let a job started by a test finish before its files disappear.
-      while (stowage.runningJob) await new Promise((r) => setTimeout(r, 50));
+      await server.close(); // waits for a job a test started
       stowage.close();
       removeDir(root);
     },

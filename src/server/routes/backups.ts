@@ -114,12 +114,12 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
       }
       const options = { name: body.name, description: body.description, excludes: body.excludes, trigger: 'api' as const };
       if (/\brespond-async\b/i.test(String(request.headers.prefer ?? ''))) {
-        const job = await stowage.startBackup(options);
+        const job = await ctx.jobs.startBackup(options);
         job.done.catch((err: unknown) => request.log.warn({ err: { message: (err as Error).message } }, 'backup failed'));
         const started = await job.started;
         return reply.code(202).header('Preference-Applied', 'respond-async').send(started);
       }
-      return stowage.createBackup(options);
+      return (await ctx.jobs.startBackup(options)).done;
     },
   });
 
@@ -185,7 +185,7 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
       const key = checkKey(request.params.key);
       if (!(await stowage.storage.stat(key))) throw new HttpError(404, `No backup named ${key}.`);
       const body = request.body ?? {};
-      const job = await stowage.startRestore(key, { sources: body.sources, force: body.force, safetyBackup: body.safetyBackup });
+      const job = await ctx.jobs.startRestore(key, { sources: body.sources, force: body.force, safetyBackup: body.safetyBackup });
       job.done.catch((err: unknown) => request.log.warn({ err: { message: (err as Error).message } }, 'restore failed'));
       return reply.code(202).send(restoreStatusBody(ctx, { ...stowage.restoreStatus(), status: 'started', key, message: `restoring ${key}` }));
     },
@@ -201,7 +201,7 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
     },
     onRequest: guard(ctx, 'backups:restore'),
     handler: async (request, reply) => {
-      const job = await stowage.startFactoryReset();
+      const job = await ctx.jobs.startFactoryReset();
       job.done.catch((err: unknown) => request.log.warn({ err: { message: (err as Error).message } }, 'factory reset failed'));
       return reply.code(202).send(restoreStatusBody(ctx, { ...stowage.restoreStatus(), status: 'started', key: 'factory-reset', message: 'factory reset' }));
     },

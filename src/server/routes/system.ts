@@ -29,7 +29,7 @@ export const DEMO_MESSAGE =
 
 /** Nothing runs in this process, and no other process holds the data-folder lock. */
 function isIdle(ctx: ServerContext): boolean {
-  if (ctx.stowage.runningJob) return false;
+  if (ctx.stowage.runningJob || ctx.jobs.runningJob) return false;
   const holder = readLock(ctx.stowage.config.dataDir);
   return !holder || isStale(holder);
 }
@@ -92,7 +92,7 @@ export function registerSystemRoutes(app: App, ctx: ServerContext): void {
         'X-Accel-Buffering': 'no', // nginx: do not buffer the stream
       });
       const send = (type: string, data: unknown) => res.write(`event: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
-      send('hello', { version: STOWAGE_VERSION, running: stowage.runningJob });
+      send('hello', { version: STOWAGE_VERSION, running: ctx.jobs.runningJob ?? stowage.runningJob });
       const off = stowage.onAny((type, payload) => send(type, payload));
       // A comment every 15 s keeps proxies from closing an idle stream.
       const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
