@@ -19,6 +19,7 @@ export type StowageErrorCode =
   | 'VERSION_POLICY'
   | 'RESTORE_FAILED'
   | 'STORAGE_FAILED'
+  | 'HOOK_FAILED'
   | 'USAGE';
 
 export class StowageError extends Error {
