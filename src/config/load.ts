@@ -19,6 +19,7 @@ export interface StowageConfig {
   restore: ParsedConfig['restore'];
   compression: ParsedConfig['compression'];
   server: ParsedConfig['server'];
+  hooks: ParsedConfig['hooks'];
 }
 
 export interface LoadOptions {
@@ -110,6 +111,10 @@ export function resolveConfig(parsed: ParsedConfig, baseDir: string, configPath:
     restore: parsed.restore,
     compression: parsed.compression,
     server: parsed.server,
+    // A hook's relative cwd is relative to the configuration file, like every other path.
+    hooks: Object.fromEntries(
+      Object.entries(parsed.hooks).map(([phase, list]) => [phase, list.map((h) => (h.cwd ? { ...h, cwd: path.resolve(baseDir, h.cwd) } : h))]),
+    ) as ParsedConfig['hooks'],
   };
 }
 

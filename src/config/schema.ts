@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { hooksSchema } from '../engine/hooks.js';
 
 /**
  * The schema of stowage.yaml. Every field error names the field and what a valid value looks
@@ -119,6 +120,7 @@ export const configSchema = z
       .object({ level: z.number().int().min(1, 'must be 1 (fastest) to 9 (smallest)').max(9, 'must be 1 (fastest) to 9 (smallest)').default(1) })
       .strict()
       .default({ level: 1 }),
+    hooks: hooksSchema,
     server: serverSection.default({ http: DEFAULT_HTTP, corsOrigins: [], maxUploadSize: 10e9, maxJsonSize: 1e6, trustProxy: false }),
   })
   .strict();

@@ -12,6 +12,7 @@ import { progressThrottle } from '../events/events.js';
 import { ExcludeRules } from '../sources/fnmatch.js';
 import { createEmptySource, createSource } from '../sources/index.js';
 import { failpoint } from './failpoints.js';
+import { runAfterHooks, runJobHooks } from './job-hooks.js';
 import type { BackupContext, Source } from '../sources/source.js';
 import { defaultKey, keyFromName } from '../storage/keys.js';
 import { LocalStorage } from '../storage/local.js';
@@ -169,7 +170,13 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
     },
   });
 
+  // Hooks belong to backups people asked for; the empty archive of a factory reset has none.
+  const withHooks = !options.emptySources;
+  const hookContext = { backupKey: key, trigger, sources: sources.map((s) => s.name) };
   try {
+    if (withHooks) {
+      for (const w of await runJobHooks(ctx, 'beforeBackup', { ...hookContext, event: 'backup.before' })) warn('', w);
+    }
     upload = output ? streamUpload(key, output) : await storage.createUpload(key);
     writer = newWriter(upload);
     // Source contexts with their exclude rules, hooks included.
@@ -235,6 +242,11 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
     const stored = await upload.commit();
 
     const sourceSummaries: SourceSummary[] = header.sources.map((s) => ({ name: s.name, kind: s.kind, path: s.path, files: s.files, bytes: s.bytes }));
+    if (withHooks) {
+      const backupPath = !output && storage instanceof LocalStorage ? path.join(storage.root, key) : null;
+      for (const w of await runAfterHooks(ctx, 'afterBackup', { ...hookContext, event: 'backup.after', status: 'completed', backupPath })) warn('', w);
+      header.warnings = warningCount > warnings.length ? [...warnings, { path: '', reason: `${warningCount - warnings.length} more warnings not listed` }] : [...warnings];
+    }
     const statusMessage = warningCount ? `completed with ${warningCount} warning${warningCount === 1 ? '' : 's'}` : '';
     if (!catalogue) {
       progress.phase = 'completed';
@@ -267,6 +279,8 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
     await upload?.abort().catch(() => {});
     manifestSpool.discard();
     const message = isStowageError(err) ? err.message : `backup failed: ${errorMessage(err)}`;
+    // After-hooks run after a failure too: they restart what before-hooks stopped.
+    if (withHooks) await runAfterHooks(ctx, 'afterBackup', { ...hookContext, event: 'backup.after', status: 'failed', error: message });
     if (catalogue) {
       catalogue.updateBackup(key, { status: 'failed', statusMessage: message, warnings });
       events.emit('backup.failed', { key, trigger, error: { code: isStowageError(err) ? err.code : 'BACKUP_FAILED', message } });

@@ -133,7 +133,18 @@ const MIGRATIONS: string[] = [
      value TEXT NOT NULL,
      updated_at TEXT NOT NULL
    );`,
+  // 3: issue 4: a log per job (hook output), verification and drill results per backup.
+  `ALTER TABLE jobs ADD COLUMN log TEXT NOT NULL DEFAULT '';
+   ALTER TABLE backups ADD COLUMN verified_at TEXT;
+   ALTER TABLE backups ADD COLUMN verify_status TEXT;
+   ALTER TABLE backups ADD COLUMN verify_message TEXT NOT NULL DEFAULT '';
+   ALTER TABLE backups ADD COLUMN drilled_at TEXT;
+   ALTER TABLE backups ADD COLUMN drill_status TEXT;
+   ALTER TABLE backups ADD COLUMN drill_message TEXT NOT NULL DEFAULT '';`,
 ];
+
+/** A job's log is bounded: the newest 64 KiB are kept. */
+const MAX_JOB_LOG = 64 * 1024;
 
 export type JobStatus = 'running' | 'completed' | 'failed';
 
@@ -235,6 +246,17 @@ export class Catalogue {
 
   finishJob(id: string, status: Exclude<JobStatus, 'running'>, message: string): void {
     this.db.prepare('UPDATE jobs SET status = ?, message = ?, finished_at = ? WHERE id = ?').run(status, message, new Date().toISOString(), id);
+  }
+
+  appendJobLog(id: string, text: string): void {
+    this.db.prepare(`UPDATE jobs SET log = substr(log || ?, -${MAX_JOB_LOG}) WHERE id = ?`).run(text.endsWith('\n') ? text : `${text}\n`, id);
+  }
+
+  getJob(id: string): (JobRecord & { log: string }) | null {
+    const r = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as
+      | { id: string; kind: string; description: string; key: string | null; status: JobStatus; message: string; started_at: string; finished_at: string | null; log: string }
+      | undefined;
+    return r ? { id: r.id, kind: r.kind, description: r.description, key: r.key, status: r.status, message: r.message, startedAt: r.started_at, finishedAt: r.finished_at, log: r.log } : null;
   }
 
   /** Jobs left running by a process that is gone: they failed. */

@@ -14,4 +14,6 @@ export interface EngineContext {
   /** Scratch space inside the data folder (snapshots, spools, downloads). */
   tempDir: string;
   stowageVersion: string;
+  /** Appends to the running job's log (hook output); a no-op outside a job. */
+  jobLog: (text: string) => void;
 }

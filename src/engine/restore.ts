@@ -12,6 +12,7 @@ import { resolveAppVersion } from './backup.js';
 import type { RestoreStatusRecord, SourceRestoreResult } from './catalogue.js';
 import type { EngineContext } from './context.js';
 import { failpoint } from './failpoints.js';
+import { runAfterHooks, runJobHooks } from './job-hooks.js';
 import {
   applyDirSwap,
   finishJournal,
@@ -190,6 +191,8 @@ async function restoreSelected(
   const scratch = path.join(ctx.tempDir, `restore-${id}`);
   const journal: RestoreJournal = { version: 1, id, key, startedAt, phase: 'staging', keepPrevious: config.restore.keepPrevious, scratch, dirs: [], sqlite: [] };
   const warnings: string[] = [];
+  const hookContext = { backupKey: key, sources: selected.map((s) => s.source.name) };
+  let hooksStarted = false;
   try {
     await checkFreeSpace(selected);
     // Record where staging goes before creating it, so a crash while staging is cleaned up.
@@ -230,6 +233,10 @@ async function restoreSelected(
       progress.files++;
     }
     failpoint('restore.after-stage');
+
+    // Everything is staged and verified: now stop the application (beforeRestore hooks).
+    hooksStarted = true;
+    for (const w of await runJobHooks(ctx, 'beforeRestore', { ...hookContext, event: 'restore.before' })) warnings.push(w);
 
     // 2. A safety backup of the current state, so that a wrong restore can be undone.
     if (safetyBackup && (options.safetyBackup ?? config.restore.safetyBackup)) {
@@ -274,12 +281,15 @@ async function restoreSelected(
     removeJournal(config.dataDir);
 
     for (const r of results) if (r.status === 'pending') r.status = 'restored';
+    const afterProblems = await runAfterHooks(ctx, 'afterRestore', { ...hookContext, event: 'restore.after', status: 'completed' });
     const problems = results.filter((r) => r.status !== 'restored' || r.errors.length);
-    status.status = problems.length ? 'completed_with_errors' : 'completed';
+    const hookProblems = [...warnings.filter((w) => w.startsWith('beforeRestore')), ...afterProblems];
+    status.status = problems.length || hookProblems.length ? 'completed_with_errors' : 'completed';
     status.lastRestoreTime = new Date().toISOString();
     status.message = problems.length
       ? `restored ${key} with problems: ${problems.map((p) => `${p.name}: ${p.errors.slice(0, 3).join('; ')}${p.errors.length > 3 ? ` (+${p.errors.length - 3} more)` : ''}`).join(' | ')}`
       : `restored ${key}`;
+    if (hookProblems.length) status.message += `; hooks: ${hookProblems.join('; ')}`;
     catalogue.setRestoreStatus(status);
     progress.phase = 'completed';
     emitProgress(true);
@@ -300,6 +310,8 @@ async function restoreSelected(
       rolledBack = `ROLLBACK FAILED (${errorMessage(rollbackErr)}); the journal ${config.dataDir}/restore-journal.json is kept and the next stowage command will retry`;
     }
     const reason = isStowageError(err) ? err.message : errorMessage(err);
+    // The application was stopped for the restore: start it again whatever happened.
+    if (hooksStarted) await runAfterHooks(ctx, 'afterRestore', { ...hookContext, event: 'restore.after', status: 'failed', error: reason });
     for (const r of results) if (r.status === 'pending') r.status = journal.phase === 'swapping' ? 'rolled_back' : 'failed';
     status.status = 'failed';
     status.message = `restore of ${key} failed: ${reason}; ${rolledBack}`;

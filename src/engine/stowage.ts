@@ -75,6 +75,7 @@ export class Stowage extends StowageEmitter {
   private readonly excludeHooks: ExcludeHook[] = [];
   private heldLock: HeldLock | null = null;
   private currentJob: { kind: JobKind; description: string; key: string | null } | null = null;
+  private currentJobId: string | null = null;
   private listMemo: { stored: readonly StoredObject[]; records: readonly BackupRecord[]; result: readonly BackupInfo[] } | null = null;
 
   private constructor(config: StowageConfig) {
@@ -103,6 +104,9 @@ export class Stowage extends StowageEmitter {
       excludeHooks: this.excludeHooks,
       tempDir: path.join(this.config.dataDir, 'tmp', processTag()),
       stowageVersion: STOWAGE_VERSION,
+      jobLog: (text: string) => {
+        if (this.currentJobId) this.catalogue.appendJobLog(this.currentJobId, text);
+      },
     };
   }
 
@@ -159,6 +163,7 @@ export class Stowage extends StowageEmitter {
       if (this.heldLock === lock) {
         this.heldLock = null;
         this.currentJob = null;
+        this.currentJobId = null;
       }
     };
     let prepared: P;
@@ -171,6 +176,7 @@ export class Stowage extends StowageEmitter {
     }
     // Recovery runs on every open; only real jobs go into the history.
     const id = kind === 'recovery' ? '' : this.catalogue.startJob(kind, description, key);
+    this.currentJobId = id || null;
     const done = (async () => {
       try {
         const result = run ? await run(prepared) : (prepared as unknown as T);
