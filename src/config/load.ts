@@ -20,6 +20,9 @@ export interface StowageConfig {
   compression: ParsedConfig['compression'];
   server: ParsedConfig['server'];
   hooks: ParsedConfig['hooks'];
+  /** Defaults of the runtime settings (see settings.ts). */
+  settings: Pick<ParsedConfig, 'backups' | 'verify' | 'drill'>;
+  webhooks: ParsedConfig['webhooks'];
 }
 
 export interface LoadOptions {
@@ -111,6 +114,8 @@ export function resolveConfig(parsed: ParsedConfig, baseDir: string, configPath:
     restore: parsed.restore,
     compression: parsed.compression,
     server: parsed.server,
+    settings: { backups: parsed.backups, verify: parsed.verify, drill: parsed.drill },
+    webhooks: parsed.webhooks,
     // A hook's relative cwd is relative to the configuration file, like every other path.
     hooks: Object.fromEntries(
       Object.entries(parsed.hooks).map(([phase, list]) => [phase, list.map((h) => (h.cwd ? { ...h, cwd: path.resolve(baseDir, h.cwd) } : h))]),

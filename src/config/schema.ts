@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { hooksSchema } from '../engine/hooks.js';
+import { settingsSchema } from './settings.js';
 
 /**
  * The schema of stowage.yaml. Every field error names the field and what a valid value looks
@@ -121,6 +122,24 @@ export const configSchema = z
       .strict()
       .default({ level: 1 }),
     hooks: hooksSchema,
+    // Defaults for the runtime settings (PATCH /api/settings overrides them; see settings.ts).
+    backups: settingsSchema.shape.backups,
+    verify: settingsSchema.shape.verify,
+    drill: settingsSchema.shape.drill,
+    webhooks: z
+      .array(
+        z
+          .object({
+            url: z.string({ error: 'is required: the URL to POST events to' }).url('must be an http(s) URL'),
+            events: z.array(z.string().min(1), { error: 'must be a list of event names, e.g. ["backup.failed"], or ["*"]' }).min(1, 'list at least one event, or "*"'),
+            secret: z.string().min(16, 'must be at least 16 characters (it signs every delivery)').optional(),
+            enabled: z.boolean().default(true),
+            description: z.string().max(500).default(''),
+          })
+          .strict(),
+        { error: 'must be a list of webhooks, each with a url and events' },
+      )
+      .default([]),
     server: serverSection.default({ http: DEFAULT_HTTP, corsOrigins: [], maxUploadSize: 10e9, maxJsonSize: 1e6, trustProxy: false }),
   })
   .strict();

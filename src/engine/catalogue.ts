@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { WEBHOOK_TABLES_SQL } from '../events/webhooks.js';
 
 /**
  * The catalogue: what Stowage knows about each backup beyond the bytes in storage (status,
@@ -141,6 +142,8 @@ const MIGRATIONS: string[] = [
    ALTER TABLE backups ADD COLUMN drilled_at TEXT;
    ALTER TABLE backups ADD COLUMN drill_status TEXT;
    ALTER TABLE backups ADD COLUMN drill_message TEXT NOT NULL DEFAULT '';`,
+  // 4: webhooks and their delivery log (the DDL lives with the dispatcher).
+  WEBHOOK_TABLES_SQL,
 ];
 
 /** A job's log is bounded: the newest 64 KiB are kept. */

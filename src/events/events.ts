@@ -31,6 +31,18 @@ export interface StowageEvents {
   'restore.completed': { key: string; status: RestoreStatusRecord };
   'restore.failed': { key: string; error: { code: string; message: string }; status: RestoreStatusRecord };
   'verify.progress': { key: string } & Progress;
+  /** A scheduled verification re-read every entry of a backup and every checksum matched. */
+  'verify.completed': { key: string; trigger: string; files: number; bytes: number };
+  'verify.failed': { key: string; trigger: string; error: { code: string; message: string }; errors: Array<{ path: string; message: string }> };
+  /** A restore drill: the backup restored into a scratch folder and compared with its manifest. */
+  'drill.completed': { key: string; trigger: string; files: number; bytes: number; durationMs: number };
+  'drill.failed': { key: string; trigger: string; error: { code: string; message: string } };
+  /** Retention ran: what was removed and why the rest was kept. */
+  'prune.completed': { dryRun: boolean; removed: string[]; kept: number; trigger: string };
+  /** A scheduled run was missed while Stowage was down (and is run now if runMissed). */
+  'schedule.missed': { job: string; scheduledFor: string; runNow: boolean };
+  /** A scheduled run had to wait for another job. */
+  'schedule.delayed': { job: string; scheduledFor: string; waitingFor: string };
 }
 
 export type StowageEventName = keyof StowageEvents;

@@ -132,6 +132,13 @@ const EVENT_NAME_SET = {
   'restore.completed': true,
   'restore.failed': true,
   'verify.progress': true,
+  'verify.completed': true,
+  'verify.failed': true,
+  'drill.completed': true,
+  'drill.failed': true,
+  'prune.completed': true,
+  'schedule.missed': true,
+  'schedule.delayed': true,
 } as const satisfies Record<StowageEventName, true>;
 
 /** The names a webhook may subscribe to. `"*"` means every event except `*.progress` (several a second during a job); progress events are delivered only when named. */
