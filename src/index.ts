@@ -10,6 +10,7 @@ export { startServer, type StartOptions, type RunningServer } from './server/sta
 export type { BackupOptions, ExcludeHook } from './engine/backup.js';
 export type { RestoreOptions, RestoreOutcome } from './engine/restore.js';
 export type { SourcePlan } from './engine/restore-plan.js';
+export type { DrillResult, DrillOptions, RecordedVerifyResult, BackupSample } from './engine/drill.js';
 export type { BackupRecord, BackupStatus, BackupTrigger, JobRecord, RestoreState, RestoreStatusRecord, SourceRestoreResult } from './engine/catalogue.js';
 export type { StowageEvents, StowageEventName, Progress } from './events/events.js';
 export { StowageError, isStowageError, type StowageErrorCode } from './errors.js';
@@ -18,3 +19,6 @@ export type { Manifest, ManifestEntry } from './archive/manifest.js';
 export type { Storage, Upload, StoredObject } from './storage/storage.js';
 export type { Source } from './sources/source.js';
 export { STOWAGE_VERSION } from './version.js';
+export { verifyWebhookSignature, signWebhookPayload } from './events/webhooks.js';
+export { Scheduler, type Clock } from './schedule/scheduler.js';
+export { planRetention, type RetentionDecision } from './schedule/retention.js';

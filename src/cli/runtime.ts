@@ -3,6 +3,7 @@ import { StowageError, errorMessage, isStowageError } from '../errors.js';
 import type { Progress } from '../events/events.js';
 import { Stowage } from '../engine/stowage.js';
 import { ProgressBar } from './progress.js';
+import { WebhookDispatcher, deliverPendingBeforeExit, syncWebhooksFromConfig } from '../events/webhooks.js';
 
 /** Documented exit codes (README, "Exit codes"). */
 export const EXIT = { OK: 0, ERROR: 1, USAGE: 2, WARNINGS: 3 } as const;
@@ -96,9 +97,22 @@ export function engineAction<A extends unknown[]>(fn: (out: Output, stowage: Sto
   return action(async (out: Output, ...args: unknown[]) => {
     const cmd = args[args.length - 1] as Command;
     const stowage = await openStowage(globalOptions(cmd), out);
+    // A backup run by cron through the CLI must reach the webhooks too. Not in Stowage.open:
+    // the server's job thread opens an engine as well and would deliver every event twice.
+    const webhooks = new WebhookDispatcher({
+      db: stowage.catalogue.database,
+      events: stowage,
+      log: (level, message) => {
+        if (level === 'warn' || level === 'error') out.notice(`webhook: ${message}`);
+      },
+    });
     try {
+      syncWebhooksFromConfig(webhooks, stowage.config);
+      webhooks.resume(); // retries left by an earlier run (setups with no server)
       return await fn(out, stowage, ...(args as A));
     } finally {
+      // One attempt's worth of waiting; what is still pending is retried by the next process.
+      await deliverPendingBeforeExit(webhooks, Number(process.env.STOWAGE_WEBHOOK_WAIT_MS ?? 10_000));
       stowage.close();
     }
   });

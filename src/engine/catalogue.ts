@@ -42,6 +42,24 @@ export interface BackupRecord {
   excludes: string[];
   warnings: Array<{ path: string; reason: string }>;
   encrypted: boolean;
+  /** The last recorded verification (every checksum re-read): when, 'ok' | 'failed', and why. */
+  verifiedAt?: string | null;
+  verifyStatus?: CheckStatus | null;
+  verifyMessage?: string;
+  /** The last restore drill (restored into scratch space and compared): when, 'ok' | 'failed', and why. */
+  drilledAt?: string | null;
+  drillStatus?: CheckStatus | null;
+  drillMessage?: string;
+}
+
+/** The outcome of a recorded verification or restore drill. */
+export type CheckStatus = 'ok' | 'failed';
+
+/** What `recordVerify` / `recordDrill` store on a backup. */
+export interface CheckRecord {
+  at: string;
+  status: CheckStatus;
+  message: string;
 }
 
 export interface SourceRestoreResult {
@@ -181,6 +199,12 @@ interface BackupRow {
   excludes: string;
   warnings: string;
   encrypted: number;
+  verified_at: string | null;
+  verify_status: CheckStatus | null;
+  verify_message: string;
+  drilled_at: string | null;
+  drill_status: CheckStatus | null;
+  drill_message: string;
 }
 
 function fromRow(r: BackupRow): BackupRecord {
@@ -203,6 +227,12 @@ function fromRow(r: BackupRow): BackupRecord {
     excludes: JSON.parse(r.excludes) as string[],
     warnings: JSON.parse(r.warnings) as Array<{ path: string; reason: string }>,
     encrypted: r.encrypted === 1,
+    verifiedAt: r.verified_at,
+    verifyStatus: r.verify_status,
+    verifyMessage: r.verify_message,
+    drilledAt: r.drilled_at,
+    drillStatus: r.drill_status,
+    drillMessage: r.drill_message,
   };
 }
 
@@ -321,6 +351,16 @@ export class Catalogue {
     }
     if (!sets.length) return;
     this.db.prepare(`UPDATE backups SET ${sets.join(', ')}, updated_at = @updatedAt WHERE key = @key`).run(values);
+  }
+
+  /** Records a verification's outcome on a backup (a no-op for a key the catalogue does not hold). */
+  recordVerify(key: string, check: CheckRecord): void {
+    this.db.prepare('UPDATE backups SET verified_at = ?, verify_status = ?, verify_message = ?, updated_at = ? WHERE key = ?').run(check.at, check.status, check.message, new Date().toISOString(), key);
+  }
+
+  /** Records a restore drill's outcome on a backup (a no-op for a key the catalogue does not hold). */
+  recordDrill(key: string, check: CheckRecord): void {
+    this.db.prepare('UPDATE backups SET drilled_at = ?, drill_status = ?, drill_message = ?, updated_at = ? WHERE key = ?').run(check.at, check.status, check.message, new Date().toISOString(), key);
   }
 
   getBackup(key: string): BackupRecord | null {

@@ -5,6 +5,8 @@ import { pipeline } from 'node:stream/promises';
 import type { Manifest } from '../archive/manifest.js';
 import { ArchiveReader } from '../archive/zip-reader.js';
 import { ensureDemoApp } from '../config/demo-app.js';
+import { SettingsStore } from '../config/settings-store.js';
+import { planRetention, type RetentionDecision } from '../schedule/retention.js';
 import { loadConfig, type LoadOptions, type StowageConfig } from '../config/load.js';
 import { StowageError, errorMessage, isStowageError } from '../errors.js';
 import { StowageEmitter, progressThrottle } from '../events/events.js';
@@ -16,6 +18,7 @@ import { processTag } from '../fs/process.js';
 import { runBackup, type BackupOptions, type ExcludeHook } from './backup.js';
 import { Catalogue, type BackupRecord, type RestoreStatusRecord } from './catalogue.js';
 import type { EngineContext } from './context.js';
+import { CheckFailed, chooseBackup, runDrill, runRecordedVerify, type BackupSample, type DrillOptions, type DrillResult, type RecordedVerifyResult } from './drill.js';
 import { acquireLock, describeHolder, isStale, readLock, type HeldLock } from './lock.js';
 import { recover, type RecoveryReport } from './recovery.js';
 import { restoreDisabledReason, runRestore, type RestoreOptions, type RestoreOutcome } from './restore.js';
@@ -36,7 +39,7 @@ export interface VerifyResult {
   errors: Array<{ path: string; message: string }>;
 }
 
-export type JobKind = 'backup' | 'restore' | 'reset' | 'export' | 'recovery';
+export type JobKind = 'backup' | 'restore' | 'reset' | 'export' | 'recovery' | 'drill' | 'verify';
 
 /** A job that has started; `done` settles when it ends (its errors are also in the catalogue). */
 export interface Job<T> {
@@ -68,6 +71,8 @@ export class Stowage extends StowageEmitter {
   readonly config: StowageConfig;
   readonly storage: Storage;
   readonly catalogue: Catalogue;
+  /** Runtime settings: schedules, retention, S3 (stowage.yaml gives the defaults). */
+  readonly settings: SettingsStore;
   /** Set when the embedded default (demo application) is in use. */
   readonly usingDefaultConfig: boolean;
   /** What recovery found when this instance opened (null if it did not run). */
@@ -84,6 +89,7 @@ export class Stowage extends StowageEmitter {
     this.usingDefaultConfig = config.configPath === null;
     this.storage = new LocalStorage(config.storage.path);
     this.catalogue = new Catalogue(config.dataDir);
+    this.settings = new SettingsStore(this.catalogue.database, config.settings);
   }
 
   static async open(options: StowageOptions = {}): Promise<Stowage> {
@@ -535,6 +541,80 @@ export class Stowage extends StowageEmitter {
     await this.storage.delete(key);
     this.catalogue.deleteBackup(key);
     this.emit('backup.deleted', { key });
+  }
+
+  /**
+   * Retention: which backups the settings keep (scheduled ones only; manual, uploaded and
+   * pre-restore backups are never pruned, nor the last completed backup), and removes the rest
+   * unless `dryRun`. Backups a running job uses are kept this time and listed as such.
+   */
+  async prune(options: { dryRun?: boolean; trigger?: string; now?: Date } = {}): Promise<{ dryRun: boolean; decisions: RetentionDecision[]; removed: string[] }> {
+    const { backups } = this.settings.get();
+    const hasPolicy = Object.values(backups.retention).some((v) => v !== undefined && v !== 0 && v !== '');
+    const decisions = planRetention(this.catalogue.listBackups(), {
+      cronMaxKeep: backups.cronMaxKeep,
+      policy: hasPolicy ? backups.retention : undefined,
+      timezone: backups.timezone,
+      now: options.now ?? new Date(),
+    });
+    const removed: string[] = [];
+    if (!options.dryRun) {
+      for (const d of decisions) {
+        if (d.keep) continue;
+        try {
+          await this.deleteBackup(d.key);
+          removed.push(d.key);
+        } catch (err) {
+          d.keep = true;
+          d.reasons.push(`not removed: ${errorMessage(err)}`);
+        }
+      }
+    }
+    this.emit('prune.completed', { dryRun: Boolean(options.dryRun), removed, kept: decisions.filter((d) => d.keep).length, trigger: options.trigger ?? 'manual' });
+    return { dryRun: Boolean(options.dryRun), decisions, removed };
+  }
+
+  /**
+   * Restore drill (src/engine/drill.ts): restores `key` (default: the newest completed backup)
+   * into a scratch folder in the data folder, compares it with its manifest, runs SQLite's
+   * integrity_check, removes it, and records the outcome on the backup (drilledAt, drillStatus,
+   * drillMessage). A job (BUSY while another runs). Never touches the configured targets or the
+   * restore status, runs no restore hooks, and runs even when restore is disabled. Resolves with
+   * ok: false when the backup does not restore correctly.
+   */
+  async drill(key?: string, options: DrillOptions = {}): Promise<DrillResult> {
+    const chosen = chooseBackup(await this.listBackups(), key, 'newest', 'drill');
+    const job = await this.startJob('drill', `drill ${chosen}`, chosen, () => this.openArchive(chosen), async (archive) => {
+      try {
+        const result = await runDrill(this.context, archive, options);
+        if (!result.ok) throw new CheckFailed(result, result.error!.code, result.message); // the job history says failed
+        return result;
+      } finally {
+        await archive.release();
+      }
+    });
+    return job.done.catch((err: unknown) => {
+      if (err instanceof CheckFailed) return err.result as DrillResult;
+      throw err;
+    });
+  }
+
+  /**
+   * `verify` as a recorded job: `key`, else the newest completed backup, or with sample
+   * 'rotate' the one verified least recently (never-verified first); records verifiedAt,
+   * verifyStatus, verifyMessage and emits verify.completed / verify.failed.
+   */
+  async verifyRecorded(key?: string, options: { trigger?: string; sample?: BackupSample } = {}): Promise<RecordedVerifyResult> {
+    const chosen = chooseBackup(await this.listBackups(), key, options.sample ?? 'newest', 'verify');
+    const job = await this.startJob('verify', `verify ${chosen}`, chosen, async () => undefined, async () => {
+      const result = await runRecordedVerify(this.context, chosen, options.trigger ?? 'manual', (k) => this.verify(k));
+      if (!result.ok) throw new CheckFailed(result, 'CHECKSUM_MISMATCH', result.message);
+      return result;
+    });
+    return job.done.catch((err: unknown) => {
+      if (err instanceof CheckFailed) return err.result as RecordedVerifyResult;
+      throw err;
+    });
   }
 
   restoreStatus(): RestoreStatusRecord {

@@ -7,6 +7,8 @@ import {
   MASKED_SECRET,
   WebhookDispatcher,
   WebhookError,
+  deliverPendingBeforeExit,
+  syncWebhooksFromConfig,
   signWebhookPayload,
   verifyWebhookSignature,
   type WebhookClock,
@@ -549,5 +551,57 @@ describe('WebhookDispatcher management', () => {
     d.ensureSchema();
     const tables = db.prepare(`SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name`).pluck().all();
     expect(tables).toEqual(['webhook_deliveries', 'webhooks']);
+  });
+});
+
+describe('process lifecycle helpers', () => {
+  it('deliverPendingBeforeExit: waits for attempts on the wire, then closes', async () => {
+    const d = dispatcher();
+    const hook = d.create({ url: `${base}/exit`, events: ['backup.deleted'] });
+    receiver.secret = hook.secret;
+    deleted('a.zip');
+    expect(await deliverPendingBeforeExit(d, 5_000)).toBe(true);
+    expect(receiver.received).toHaveLength(1);
+    expect(d.deliveries(hook.id)[0]).toMatchObject({ status: 'delivered', attempts: 1 });
+    deleted('b.zip'); // closed: no longer listening
+    await d.whenIdle();
+    expect(receiver.received).toHaveLength(1);
+  });
+
+  it('deliverPendingBeforeExit: an attempt past the deadline stays pending, and the next dispatcher sends it', async () => {
+    const d = dispatcher();
+    const hook = d.create({ url: `${base}/slow`, events: ['backup.deleted'] });
+    receiver.secret = hook.secret;
+    receiver.behaviour = { kind: 'hang' };
+    const arrived = receiver.nextRequest();
+    deleted('a.zip');
+    await arrived;
+    expect(await deliverPendingBeforeExit(d, 50)).toBe(false);
+    expect(d.deliveries(hook.id)[0]).toMatchObject({ status: 'pending', attempts: 0, lastError: '' });
+
+    receiver.behaviour = { kind: 'ok' };
+    const next = dispatcher();
+    const sent = receiver.nextRequest();
+    expect(next.resume()).toBe(1);
+    await sent;
+    await next.whenIdle();
+    expect(next.deliveries(hook.id)[0]).toMatchObject({ status: 'delivered', attempts: 1 });
+    expect(receiver.received.map((r) => r.body.id)).toEqual([receiver.received[0]!.body.id, receiver.received[0]!.body.id]); // the same delivery id: receivers dedupe
+    expect(receiver.received[1]!.signatureValid).toBe(true);
+  });
+
+  it('syncWebhooksFromConfig: an invalid entry is CONFIG_INVALID naming the file and the field', () => {
+    const d = dispatcher();
+    const config = { configPath: '/srv/app/stowage.yaml', webhooks: [{ url: `${base}/a`, events: ['*'] }, { url: `${base}/b`, events: ['backup.exploded'] }] };
+    let err: unknown;
+    try {
+      syncWebhooksFromConfig(d, config);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ code: 'CONFIG_INVALID' });
+    expect((err as Error).message).toMatch(/^\/srv\/app\/stowage\.yaml: webhooks\[1\]\.events: unknown event "backup\.exploded"/);
+    expect(d.list()).toEqual([]);
+    expect(syncWebhooksFromConfig(d, { configPath: null, webhooks: config.webhooks.slice(0, 1) }).added).toHaveLength(1);
   });
 });

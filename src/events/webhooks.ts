@@ -855,3 +855,43 @@ export class WebhookDispatcher {
     return new Date(this.clock.now()).toISOString();
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Process lifecycle
+
+/**
+ * `syncFromConfig` for a process starting up (the server, a CLI command): an invalid entry of
+ * stowage.yaml's `webhooks:` becomes CONFIG_INVALID naming the file and the field
+ * (`webhooks[1].events: unknown event ...`), like any other configuration error.
+ */
+export function syncWebhooksFromConfig(
+  dispatcher: WebhookDispatcher,
+  config: { configPath: string | null; webhooks: ReadonlyArray<Omit<WebhookInput, 'events'> & { events: string[] }> },
+): ReturnType<WebhookDispatcher['syncFromConfig']> {
+  try {
+    return dispatcher.syncFromConfig(config.webhooks as WebhookInput[]);
+  } catch (err) {
+    if (!(err instanceof WebhookError)) throw err;
+    throw new StowageError('CONFIG_INVALID', `${config.configPath ?? 'stowage.yaml'}: ${err.message}`, { details: err.details });
+  }
+}
+
+/**
+ * For a process about to end (a CLI command, a server stopping): waits up to `ms` for the
+ * attempts already on the wire, then closes the dispatcher. What is still pending (an attempt
+ * cut off by the deadline, a failed one waiting for its retry) stays in `webhook_deliveries`,
+ * and the next dispatcher on this data folder sends it (`resume()`; a running server calls it
+ * every minute). Resolves true when nothing was cut off.
+ */
+export async function deliverPendingBeforeExit(dispatcher: WebhookDispatcher, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const idle = await Promise.race([
+    dispatcher.whenIdle().then(() => true),
+    new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  await dispatcher.close();
+  return idle;
+}

@@ -1,5 +1,5 @@
 import { StowageApiError, errorFromFailure, errorFromResponse } from './errors.js';
-import { BackupsService, EventsService, TokensService } from './services.js';
+import { BackupsService, EventsService, TokensService, WebhooksService } from './services.js';
 import type { AuthResponse, Health, Job, RestoreStatus, Superuser } from './types.js';
 
 /** Options every call accepts. */
@@ -43,6 +43,7 @@ export class StowageClient {
   readonly backups: BackupsService;
   readonly tokens: TokensService;
   readonly events: EventsService;
+  readonly webhooks: WebhooksService;
   private readonly fetchImpl: typeof fetch;
 
   constructor(baseUrl: string, options: StowageClientOptions = {}) {
@@ -54,6 +55,7 @@ export class StowageClient {
     this.backups = new BackupsService(this);
     this.tokens = new TokensService(this);
     this.events = new EventsService(this);
+    this.webhooks = new WebhooksService(this);
   }
 
   /** The absolute (or, with a relative base URL, root-relative) URL of an API path. */

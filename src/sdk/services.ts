@@ -14,6 +14,7 @@ import type {
   RestoreStatus,
   ServerEvent,
 } from './types.js';
+import type { CreateWebhookBody, UpdateWebhookBody, Webhook, WebhookDelivery } from '../server/schemas.js';
 
 const backupPath = (key: string) => `/api/backups/${encodeURIComponent(key)}`;
 
@@ -162,6 +163,52 @@ export class TokensService {
 
   async revoke(id: string, options: RequestOptions = {}): Promise<void> {
     await this.client.send(`/api/tokens/${encodeURIComponent(id)}`, { ...options, method: 'DELETE' });
+  }
+}
+
+const webhookPath = (id: string) => `/api/webhooks/${encodeURIComponent(id)}`;
+
+/**
+ * Webhooks: signed POSTs of engine events to your URLs, with retries and a delivery log (needs
+ * the `settings` scope). Receivers check the `Stowage-Signature` header (HMAC-SHA256 of
+ * `<t>.<raw body>` with the secret; see docs/API.md) and dedupe on `Stowage-Delivery-Id`.
+ */
+export class WebhooksService {
+  constructor(private readonly client: StowageClient) {}
+
+  /** Every webhook (from the API and from stowage.yaml, `origin`); secrets are `"******"`. */
+  list(options: RequestOptions = {}): Promise<Webhook[]> {
+    return this.client.sendJson('/api/webhooks', options);
+  }
+
+  get(id: string, options: RequestOptions = {}): Promise<Webhook> {
+    return this.client.sendJson(webhookPath(id), options);
+  }
+
+  /** Registers a webhook; the secret (yours, or generated when left out) is in this answer only. */
+  create(body: CreateWebhookBody, options: RequestOptions = {}): Promise<Webhook> {
+    return this.client.sendJson('/api/webhooks', { ...options, method: 'POST', json: body });
+  }
+
+  /** Changes the fields given; without `secret` the secret is kept. A webhook from stowage.yaml rejects with 409. */
+  update(id: string, body: UpdateWebhookBody, options: RequestOptions = {}): Promise<Webhook> {
+    return this.client.sendJson(webhookPath(id), { ...options, method: 'PATCH', json: body });
+  }
+
+  /** Removes a webhook and its delivery log (409 for one from stowage.yaml). */
+  async delete(id: string, options: RequestOptions = {}): Promise<void> {
+    await this.client.send(webhookPath(id), { ...options, method: 'DELETE' });
+  }
+
+  /** The delivery log, newest first (default 50, at most 1000): status, attempts, last error, next retry. */
+  deliveries(id: string, params: { limit?: number } & RequestOptions = {}): Promise<WebhookDelivery[]> {
+    const { limit, ...options } = params;
+    return this.client.sendJson(`${webhookPath(id)}/deliveries`, { ...options, query: { limit } });
+  }
+
+  /** Sends a `webhook.test` event now, once, and resolves with the outcome (`status` delivered or failed, `lastError`). */
+  test(id: string, options: RequestOptions = {}): Promise<WebhookDelivery> {
+    return this.client.sendJson(`${webhookPath(id)}/test`, { ...options, method: 'POST' });
   }
 }
 

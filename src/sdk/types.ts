@@ -22,6 +22,11 @@ export type {
   Scope,
   ServerEvent,
   Superuser,
+  Webhook,
+  WebhookDelivery,
+  CreateWebhookBody,
+  UpdateWebhookBody,
+  SettingsBody,
 } from '../server/schemas.js';
 
 /** One file, folder or symlink of a backup's manifest. */

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { JobRunner } from '../engine/job-thread.js';
 import type { Stowage } from '../engine/stowage.js';
+import type { WebhookDispatcher } from '../events/webhooks.js';
 import { AuthService, LoginLimiter, can, type Principal } from './auth.js';
 import { HttpError } from './http-errors.js';
 import { ErrorResponse, type Progress, type Scope } from './schemas.js';
@@ -23,6 +24,8 @@ export interface ServerContext {
   backupKey: string | null;
   /** The latest restore progress while a restore or reset runs (for GET /api/restore-status). */
   restoreProgress: Progress | null;
+  /** Webhook registrations and deliveries (issue 4); synced with stowage.yaml at start, closed with the server. */
+  webhooks: WebhookDispatcher;
 }
 
 export const AUTH_HINT = 'send "Authorization: <token>" with a superuser token (POST /api/collections/_superusers/auth-with-password) or an API token';

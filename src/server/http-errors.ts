@@ -69,7 +69,7 @@ export function sendError(error: unknown, request: FastifyRequest, reply: Fastif
     if (error.code === 'BUSY') return reply.code(409).send(body(409, BUSY_MESSAGE));
     const fields = (error.details?.fields as Array<{ field: string; message: string }> | undefined) ?? [];
     const data: ErrorResponse['data'] = {};
-    for (const f of fields) data[f.field] = { code: `invalid_${f.field}`, message: f.message };
+    for (const f of fields) data[f.field] = { code: 'validation_invalid_value', message: f.message };
     if (error.code === 'BACKUP_EXISTS') data.name ??= { code: 'validation_backup_exists', message: error.message };
     if (error.code === 'INVALID_KEY') data.key ??= { code: 'validation_invalid_key', message: error.message };
     if (status >= 500) request.log.error({ code: error.code, message: error.message }, 'request failed');

@@ -51,6 +51,12 @@ const backupFields = {
   labels: Type.Record(Type.String(), Type.String(), { description: 'model, serial, ... from the configuration' }),
   encrypted: Type.Boolean(),
   sources: Type.Array(SourceSummary),
+  verifiedAt: Type.Optional(Type.Union([IsoDate('when the backup was last verified (every checksum re-read)'), Type.Null()])),
+  verifyStatus: Type.Optional(Type.Union([Type.Literal('ok'), Type.Literal('failed'), Type.Null()])),
+  verifyMessage: Type.Optional(Type.String()),
+  drilledAt: Type.Optional(Type.Union([IsoDate('when the backup was last restored in a drill'), Type.Null()])),
+  drillStatus: Type.Optional(Type.Union([Type.Literal('ok'), Type.Literal('failed'), Type.Null()])),
+  drillMessage: Type.Optional(Type.String()),
 };
 
 export const Backup = Type.Object(backupFields, { description: 'A backup as listed; `key`, `size` and `modified` are what PocketBase clients read' });
@@ -188,6 +194,18 @@ export const Health = Type.Object(
       enabled: Type.Boolean({ description: 'true when no configuration file is in use and Stowage protects its demo application' }),
       message: Type.String(),
     }),
+    backups: Type.Object(
+      {
+        lastSuccessAt: Type.Union([Type.String(), Type.Null()], { description: 'when the newest completed backup was made' }),
+        lastFailureAt: Type.Union([Type.String(), Type.Null()], { description: 'when the newest failed backup was started' }),
+        schedule: Type.Union([Type.String(), Type.Null()], { description: 'backups.cron, or null without a schedule' }),
+        nextRunAt: Type.Union([Type.String(), Type.Null()]),
+        overdue: Type.Boolean({ description: 'a scheduled backup was due more than an hour ago and none has completed since' }),
+        lastVerifiedAt: Type.Union([Type.String(), Type.Null()], { description: 'the newest successful verification of a backup' }),
+        lastVerifiedRestoreAt: Type.Union([Type.String(), Type.Null()], { description: 'the newest successful restore drill' }),
+      },
+      { description: 'so that weeks without a backup do not go unnoticed' },
+    ),
   },
   {},
 );
@@ -265,3 +283,124 @@ export interface ServerEvent {
   type: string;
   data: Record<string, unknown>;
 }
+
+// ---- settings, retention (issue 4)
+
+const Retention = Type.Object({
+  keepLast: Type.Optional(Type.Integer({ minimum: 0 })),
+  keepHourly: Type.Optional(Type.Integer({ minimum: 0 })),
+  keepDaily: Type.Optional(Type.Integer({ minimum: 0 })),
+  keepWeekly: Type.Optional(Type.Integer({ minimum: 0 })),
+  keepMonthly: Type.Optional(Type.Integer({ minimum: 0 })),
+  keepYearly: Type.Optional(Type.Integer({ minimum: 0 })),
+  keepWithin: Type.Optional(Type.String({ description: 'e.g. "30d", "1y6m"' })),
+});
+
+export const SettingsBody = Type.Object({
+  backups: Type.Object({
+    cron: Type.String({ description: '5-field cron or a macro (@daily, ...); empty: no schedule' }),
+    cronMaxKeep: Type.Integer({ description: 'scheduled backups to keep when no retention rule is set' }),
+    timezone: Type.String(),
+    runMissed: Type.Boolean({ description: 'run a schedule missed while Stowage was down, once, at start' }),
+    retention: Retention,
+    s3: Type.Object({
+      enabled: Type.Boolean(),
+      bucket: Type.String(),
+      region: Type.String(),
+      endpoint: Type.String(),
+      accessKey: Type.String(),
+      secret: Type.String({ description: 'masked as ****** in responses' }),
+      forcePathStyle: Type.Boolean(),
+      prefix: Type.String(),
+    }),
+  }),
+  verify: Type.Object({ cron: Type.String(), sample: Type.String({ description: 'newest | rotate' }) }),
+  drill: Type.Object({ cron: Type.String() }),
+});
+export type SettingsBody = Static<typeof SettingsBody>;
+
+export const CronPreview = Type.Object({
+  cron: Type.String(),
+  timezone: Type.String(),
+  description: Type.String({ description: 'e.g. "at 00:00, every day"' }),
+  next: Type.Array(Type.String({ format: 'date-time' })),
+});
+
+export const PruneBody = Type.Object({ dryRun: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
+
+export const PruneResult = Type.Object({
+  dryRun: Type.Boolean(),
+  removed: Type.Array(Type.String()),
+  decisions: Type.Array(Type.Object({ key: Type.String(), createdAt: Type.String(), keep: Type.Boolean(), reasons: Type.Array(Type.String()) })),
+});
+
+// ---- webhooks (issue 4)
+
+const WebhookEvents = Type.Array(Type.String({ maxLength: 100 }), {
+  minItems: 1,
+  maxItems: 50,
+  description: 'event names (backup.created, backup.failed, restore.completed, ...), or "*" for every event except *.progress',
+});
+
+export const Webhook = Type.Object(
+  {
+    id: Type.String(),
+    url: Type.String({ description: 'where events are POSTed (http or https, no user:password@)' }),
+    events: Type.Array(Type.String()),
+    secret: Type.String({ description: 'signs every delivery (Stowage-Signature); "******" except in the answer to POST /api/webhooks' }),
+    enabled: Type.Boolean(),
+    description: Type.String(),
+    origin: Type.Union([Type.Literal('api'), Type.Literal('config')], { description: 'config: from stowage.yaml, read-only through the API' }),
+    createdAt: IsoDate('when it was registered'),
+    updatedAt: IsoDate('when it last changed'),
+  },
+  { description: 'A webhook' },
+);
+export type Webhook = Static<typeof Webhook>;
+
+export const CreateWebhookBody = Type.Object(
+  {
+    url: Type.String({ maxLength: 2048 }),
+    events: WebhookEvents,
+    secret: Type.Optional(Type.String({ maxLength: 256, description: '16 to 256 characters without spaces; generated when left out' })),
+    enabled: Type.Optional(Type.Boolean({ default: true })),
+    description: Type.Optional(Type.String({ maxLength: 500 })),
+  },
+  { additionalProperties: false },
+);
+export type CreateWebhookBody = Static<typeof CreateWebhookBody>;
+
+export const UpdateWebhookBody = Type.Object(
+  {
+    url: Type.Optional(Type.String({ maxLength: 2048 })),
+    events: Type.Optional(WebhookEvents),
+    secret: Type.Optional(Type.String({ maxLength: 256, description: 'left out (or sent back as "******"): the secret is kept' })),
+    enabled: Type.Optional(Type.Boolean()),
+    description: Type.Optional(Type.String({ maxLength: 500 })),
+  },
+  { additionalProperties: false },
+);
+export type UpdateWebhookBody = Static<typeof UpdateWebhookBody>;
+
+export const WebhookParams = Type.Object({ id: Type.String({ maxLength: 100 }) });
+
+export const WebhookDelivery = Type.Object(
+  {
+    id: Type.String({ description: 'also the Stowage-Delivery-Id header and the body\'s id; the same on every retry' }),
+    webhookId: Type.String(),
+    event: Type.String({ description: 'the event type, or webhook.test' }),
+    payload: Type.Object({ id: Type.String(), type: Type.String(), createdAt: Type.String(), data: Type.Unknown() }, { description: 'the JSON body sent' }),
+    status: Type.Union([Type.Literal('pending'), Type.Literal('delivered'), Type.Literal('failed')]),
+    attempts: Type.Integer(),
+    lastStatus: Type.Union([Type.Integer(), Type.Null()], { description: 'the last HTTP status; null after a network error or timeout' }),
+    lastError: Type.String(),
+    createdAt: Type.String(),
+    updatedAt: Type.String(),
+    nextAttemptAt: Type.Union([Type.String(), Type.Null()], { description: 'when a pending delivery is retried' }),
+    deliveredAt: Type.Union([Type.String(), Type.Null()]),
+  },
+  { description: 'One event sent (or being sent) to one webhook' },
+);
+export type WebhookDelivery = Static<typeof WebhookDelivery>;
+
+export const DeliveriesQuery = Type.Object({ limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }) });

@@ -1,16 +1,19 @@
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { HTTP_ADDRESS } from '../config/schema.js';
 import { JobThread, inlineJobs } from '../engine/job-thread.js';
 import type { Stowage } from '../engine/stowage.js';
 import { StowageError } from '../errors.js';
+import { WebhookDispatcher, deliverPendingBeforeExit, syncWebhooksFromConfig } from '../events/webhooks.js';
 import { STOWAGE_VERSION } from '../version.js';
 import { AuthService, LoginLimiter } from './auth.js';
 import type { ServerContext } from './context.js';
 import { HttpError, sendError } from './http-errors.js';
 import { registerAuthRoutes } from './routes/auth.js';
 import { registerBackupRoutes } from './routes/backups.js';
+import { registerSettingsRoutes } from './routes/settings.js';
 import { registerSystemRoutes } from './routes/system.js';
+import { registerWebhookRoutes } from './routes/webhooks.js';
 
 export const MIN_BACKUP_KEY_LENGTH = 20;
 
@@ -39,6 +42,7 @@ export function redactUrl(url: string): string {
 export async function buildServer(stowage: Stowage, options: ServerOptions = {}): Promise<{ app: FastifyInstance; context: ServerContext }> {
   const server = stowage.config.server;
   const rawKey = options.backupKey ?? process.env.STOWAGE_BACKUP_KEY ?? '';
+  let log: FastifyBaseLogger | undefined; // Fastify's logger, set once the app exists
   const context: ServerContext = {
     stowage,
     jobs: options.jobs === 'inline' ? inlineJobs(stowage) : new JobThread(stowage),
@@ -46,6 +50,8 @@ export async function buildServer(stowage: Stowage, options: ServerOptions = {})
     limiter: new LoginLimiter(),
     backupKey: rawKey.length >= MIN_BACKUP_KEY_LENGTH ? rawKey : null,
     restoreProgress: null,
+    // Every engine event, jobs on the job thread included (it re-emits them on `stowage`).
+    webhooks: new WebhookDispatcher({ db: stowage.catalogue.database, events: stowage, log: (level, msg, data) => log?.[level](data, msg) }),
   };
 
   const app = Fastify({
@@ -65,6 +71,14 @@ export async function buildServer(stowage: Stowage, options: ServerOptions = {})
     routerOptions: { maxParamLength: 500 },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  log = app.log;
+  try {
+    syncWebhooksFromConfig(context.webhooks, stowage.config); // an invalid entry fails start, naming the field
+  } catch (err) {
+    await context.webhooks.close();
+    await context.jobs.close();
+    throw err;
+  }
 
   app.decorateRequest('principal', null);
   app.setErrorHandler((error, request, reply) => sendError(error, request, reply));
@@ -130,6 +144,8 @@ export async function buildServer(stowage: Stowage, options: ServerOptions = {})
         { name: 'auth', description: 'Superusers' },
         { name: 'tokens', description: 'API tokens for scripts' },
         { name: 'system', description: 'Health, events, jobs' },
+        { name: 'webhooks', description: 'Signed event deliveries to your URLs' },
+        { name: 'settings', description: 'Schedules, retention, S3 settings' },
       ],
     },
   });
@@ -141,11 +157,22 @@ export async function buildServer(stowage: Stowage, options: ServerOptions = {})
   registerAuthRoutes(app, context);
   registerBackupRoutes(app, context, { maxUploadSize: server.maxUploadSize });
   registerSystemRoutes(app, context);
+  registerWebhookRoutes(app, context);
+  registerSettingsRoutes(app, context);
   app.get('/api/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
-  // Closing the server waits for a running job, then stops the job thread.
-  app.addHook('onClose', async () => context.jobs.close());
+  // Webhook deliveries a crash or a CLI process left pending: at start, then every minute.
+  let resumeTimer: NodeJS.Timeout | undefined;
+  // Closing the server waits for a running job, then stops the job thread; then webhook
+  // attempts on the wire get 3 s, and what is left stays pending for the next start.
+  app.addHook('onClose', async () => {
+    await context.jobs.close();
+    clearInterval(resumeTimer);
+    await deliverPendingBeforeExit(context.webhooks, 3_000);
+  });
   await app.ready();
+  context.webhooks.resume();
+  resumeTimer = setInterval(() => context.webhooks.resume(), 60_000).unref();
   return { app, context };
 }
 

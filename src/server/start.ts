@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { JobRunner } from '../engine/job-thread.js';
 import { Stowage } from '../engine/stowage.js';
+import { createEngineScheduler } from '../schedule/engine-scheduler.js';
 import { MIN_BACKUP_KEY_LENGTH, buildServer, parseHttpAddress, type ServerOptions } from './server.js';
 import { prettyStdout } from './log-format.js';
 import { DEMO_MESSAGE } from './routes/system.js';
@@ -10,6 +11,8 @@ export interface StartOptions extends ServerOptions {
   http?: string;
   /** Lines for the person who started the server (setup link, demo notice); default stderr. */
   notice?: (line: string) => void;
+  /** Run the schedules (backups, verification, drills) from the settings; default true. */
+  scheduler?: boolean;
 }
 
 export interface RunningServer {
@@ -58,6 +61,12 @@ export async function startServer(stowage: Stowage, options: StartOptions = {}):
   const url = `http://${shownHost}:${boundPort}`;
   const base = (stowage.config.server.publicUrl ?? url).replace(/\/+$/, '');
 
+  const scheduler = options.scheduler === false ? null : createEngineScheduler(stowage, context.jobs, { log: (level, message) => app.log[level](message) });
+  if (scheduler) {
+    scheduler.start();
+    app.log.info(`schedules: ${scheduler.describe()}`);
+  }
+
   notice(`Stowage ${url}  (API /api, OpenAPI /api/openapi.json, health /api/health)`);
   if (auth.countSuperusers() === 0) {
     // Printed for the operator only, never through the request log; valid once, for one hour.
@@ -74,6 +83,7 @@ export async function startServer(stowage: Stowage, options: StartOptions = {}):
     jobs: context.jobs,
     url,
     close: async () => {
+      scheduler?.stop();
       await app.close();
     },
   };

@@ -33,7 +33,7 @@ export interface TestServer {
  * live SQLite database, its own data folder and configuration file. Each test gets its own.
  */
 export async function startTestServer(
-  options: { yaml?: string; backupKey?: string; env?: Record<string, string>; logLines?: string[]; jobs?: 'thread' | 'inline' } = {},
+  options: { yaml?: string; backupKey?: string; env?: Record<string, string>; logLines?: string[]; jobs?: 'thread' | 'inline'; scheduler?: boolean } = {},
 ): Promise<TestServer> {
   const root = makeTempDir('stowage-server-');
   writeTree(root, {
@@ -66,7 +66,7 @@ server:
   const notices: string[] = [];
   const logger = options.logLines ? { level: 'debug', stream: { write: (line: string) => options.logLines!.push(line) } } : false;
   // Inline by default: tests hold jobs open with library exclude hooks, which need this thread.
-  const server = await startServer(stowage, { jobs: options.jobs ?? 'inline', logger, backupKey: options.backupKey ?? '', notice: (l) => notices.push(l) });
+  const server = await startServer(stowage, { jobs: options.jobs ?? 'inline', scheduler: options.scheduler ?? false, logger, backupKey: options.backupKey ?? '', notice: (l) => notices.push(l) });
   for (const [k, v] of Object.entries(saved)) {
     if (v === undefined) delete process.env[k];
     else process.env[k] = v;

@@ -6,7 +6,9 @@ import { restoreDisabledReason } from '../../engine/restore.js';
 import { readLock, isStale } from '../../engine/lock.js';
 import { STOWAGE_VERSION } from '../../version.js';
 import { SECURED, errorResponses, guard, type ServerContext } from '../context.js';
+import { HttpError } from '../http-errors.js';
 import { Health, Job, RestoreStatus, type RestoreStatus as RestoreStatusBody } from '../schemas.js';
+import { Cron } from 'croner';
 
 type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -26,6 +28,38 @@ export function restoreStatusBody(ctx: ServerContext, s: RestoreStatusRecord): R
 export const DEMO_MESSAGE =
   'No configuration file: Stowage protects its demo application in <dataDir>/demo-app. To protect your own data, run "stowage init" ' +
   'in your application folder (or set STOWAGE_CONFIG), list your folders and SQLite databases under sources:, and restart.';
+
+/** How long after a scheduled time a backup counts as overdue. */
+const OVERDUE_GRACE_MS = 3600_000;
+
+function backupHealth(ctx: ServerContext): Health['backups'] {
+  const records = ctx.stowage.catalogue.listBackups();
+  const newest = (pick: (r: (typeof records)[number]) => string | null | undefined) =>
+    records.reduce<string | null>((best, r) => {
+      const v = pick(r);
+      return v && (!best || v > best) ? v : best;
+    }, null);
+  const lastSuccessAt = newest((r) => (r.status === 'completed' ? (r.completedAt ?? r.createdAt) : null));
+  const settings = ctx.stowage.settings.get();
+  const cron = settings.backups.cron || null;
+  let nextRunAt: string | null = null;
+  let overdue = false;
+  if (cron) {
+    const schedule = new Cron(cron, { paused: true, timezone: settings.backups.timezone });
+    nextRunAt = schedule.nextRun()?.toISOString() ?? null;
+    const [due] = schedule.previousRuns(1, new Date(Date.now() - OVERDUE_GRACE_MS));
+    overdue = Boolean(due && (!lastSuccessAt || Date.parse(lastSuccessAt) < due.getTime()));
+  }
+  return {
+    lastSuccessAt,
+    lastFailureAt: newest((r) => (r.status === 'failed' ? r.createdAt : null)),
+    schedule: cron,
+    nextRunAt,
+    overdue,
+    lastVerifiedAt: newest((r) => ((r as { verifyStatus?: string | null }).verifyStatus === 'ok' ? (r as { verifiedAt?: string | null }).verifiedAt : null)),
+    lastVerifiedRestoreAt: newest((r) => ((r as { drillStatus?: string | null }).drillStatus === 'ok' ? (r as { drilledAt?: string | null }).drilledAt : null)),
+  };
+}
 
 /** Nothing runs in this process, and no other process holds the data-folder lock. */
 function isIdle(ctx: ServerContext): boolean {
@@ -49,6 +83,7 @@ export function registerSystemRoutes(app: App, ctx: ServerContext): void {
       version: STOWAGE_VERSION,
       canBackup: isIdle(ctx),
       restoreEnabled: restoreDisabledReason({ config: stowage.config }) === null,
+      backups: backupHealth(ctx),
       demo: stowage.usingDefaultConfig
         ? { enabled: true, message: DEMO_MESSAGE.replace('<dataDir>', stowage.config.dataDir) }
         : { enabled: false, message: `configuration: ${stowage.config.configPath}` },
@@ -71,6 +106,22 @@ export function registerSystemRoutes(app: App, ctx: ServerContext): void {
     },
     onRequest: guard(ctx, 'backups:read'),
     handler: async (request) => stowage.catalogue.listJobs(request.query.limit),
+  });
+
+  app.get('/api/jobs/:id', {
+    schema: {
+      tags: ['system'],
+      summary: 'One job, with its log (command hook output)',
+      security: SECURED,
+      params: Type.Object({ id: Type.String({ maxLength: 100 }) }),
+      response: { 200: Type.Object({ ...Job.properties, log: Type.String() }), ...errorResponses(401, 403, 404) },
+    },
+    onRequest: guard(ctx, 'backups:read'),
+    handler: async (request) => {
+      const job = stowage.catalogue.getJob(request.params.id);
+      if (!job) throw new HttpError(404, `No job ${request.params.id}; GET /api/jobs lists them.`);
+      return job;
+    },
   });
 
   app.get('/api/events', {

@@ -1,0 +1,132 @@
+import type Database from 'better-sqlite3';
+import cronstrue from 'cronstrue';
+import { Cron } from 'croner';
+import { StowageError } from '../errors.js';
+import { formatIssues } from './load.js';
+import { CRON_MACROS, MASK, SECRET_SETTINGS, cronProblem, settingsSchema, type Settings } from './settings.js';
+
+/**
+ * The settings in force: stowage.yaml's values (the defaults) with the changes made through
+ * the API or `stowage settings set` on top, stored as one JSON document in the catalogue's
+ * `settings` table. Every process (CLI, server, job thread) reads the same document.
+ */
+const OVERRIDES = 'settings.overrides';
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+type JsonObject = { [k: string]: Json };
+
+function isObject(v: unknown): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** `patch` onto `base`: objects merge key by key, anything else replaces; null removes. */
+export function mergePatch(base: JsonObject, patch: JsonObject): JsonObject {
+  const out: JsonObject = { ...base };
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k];
+    else if (isObject(v) && isObject(out[k])) out[k] = mergePatch(out[k] as JsonObject, v);
+    else out[k] = v;
+  }
+  return out;
+}
+
+function getPath(obj: unknown, path: readonly string[]): unknown {
+  return path.reduce<unknown>((o, k) => (isObject(o) ? o[k] : undefined), obj);
+}
+
+function setPath(obj: JsonObject, path: readonly string[], value: Json): void {
+  let o = obj;
+  for (const k of path.slice(0, -1)) {
+    if (!isObject(o[k])) o[k] = {};
+    o = o[k] as JsonObject;
+  }
+  o[path[path.length - 1]!] = value;
+}
+
+export class SettingsStore {
+  private readonly listeners = new Set<(s: Settings) => void>();
+
+  constructor(
+    private readonly db: Database.Database,
+    private readonly defaults: Pick<Settings, 'backups' | 'verify' | 'drill'>,
+  ) {}
+
+  private overrides(): JsonObject {
+    const row = this.db.prepare('SELECT value FROM settings WHERE name = ?').get(OVERRIDES) as { value: string } | undefined;
+    if (!row) return {};
+    try {
+      const parsed = JSON.parse(row.value) as unknown;
+      return isObject(parsed) ? parsed : {};
+    } catch {
+      return {};
+    }
+  }
+
+  /** The settings in force. Stored changes that no longer validate (an old version's) fall back to the defaults. */
+  get(): Settings {
+    const merged = mergePatch(this.defaults as unknown as JsonObject, this.overrides());
+    const parsed = settingsSchema.safeParse(merged);
+    return parsed.success ? parsed.data : settingsSchema.parse(this.defaults);
+  }
+
+  /** For responses and logs: secrets replaced by a mask (empty ones stay empty, so "not set" shows). */
+  masked(settings: Settings = this.get()): Settings {
+    const copy = structuredClone(settings) as unknown as JsonObject;
+    for (const path of SECRET_SETTINGS) if (getPath(copy, path)) setPath(copy, path, MASK);
+    return copy as unknown as Settings;
+  }
+
+  /**
+   * Applies a partial update (JSON merge patch). A secret that is left out, or sent back as the
+   * mask, keeps its stored value. Invalid input changes nothing and names every bad field.
+   */
+  patch(patch: unknown): Settings {
+    if (!isObject(patch)) throw new StowageError('USAGE', 'settings must be a JSON object, e.g. {"backups": {"cron": "0 3 * * *"}}');
+    const incoming = structuredClone(patch);
+    for (const path of SECRET_SETTINGS) if (getPath(incoming, path) === MASK) setPath(incoming, path, getPath(this.get(), path) as Json);
+    const overrides = mergePatch(this.overrides(), incoming);
+    const merged = mergePatch(this.defaults as unknown as JsonObject, overrides);
+    const result = settingsSchema.safeParse(merged);
+    if (!result.success) {
+      const fields = formatIssues(result.error.issues);
+      throw new StowageError('USAGE', `invalid settings: ${fields.map((f) => `${f.field}: ${f.message}`).join('; ')}`, { details: { fields } });
+    }
+    this.db
+      .prepare('INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at')
+      .run(OVERRIDES, JSON.stringify(overrides), new Date().toISOString());
+    for (const l of this.listeners) l(result.data);
+    return result.data;
+  }
+
+  /** Called after a change made through this store (other processes: compare `get()` now and then). */
+  onChange(listener: (s: Settings) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+}
+
+/** Cron → the next runs and a sentence, for GET /api/settings/cron-preview and `settings get`. */
+export function previewCron(expr: string, timezone = 'UTC', count = 5, from = new Date()): { cron: string; timezone: string; description: string; next: string[] } {
+  const problem = cronProblem(expr, timezone);
+  if (problem) throw new StowageError('USAGE', `cron "${expr}": ${problem}`, { details: { fields: [{ field: 'cron', message: problem }] } });
+  const cron = new Cron(expr.trim(), { paused: true, timezone });
+  const next = cron.nextRuns(count, from).map((d) => d.toISOString());
+  return { cron: expr.trim(), timezone, description: describeCron(expr.trim()), next };
+}
+
+const MACRO_PATTERN: Record<(typeof CRON_MACROS)[number], string> = {
+  '@hourly': '0 * * * *',
+  '@daily': '0 0 * * *',
+  '@midnight': '0 0 * * *',
+  '@weekly': '0 0 * * 0',
+  '@monthly': '0 0 1 * *',
+  '@yearly': '0 0 1 1 *',
+  '@annually': '0 0 1 1 *',
+};
+
+/** "every day at 00:00" for "0 0 * * *". */
+export function describeCron(expr: string): string {
+  const pattern = MACRO_PATTERN[expr as (typeof CRON_MACROS)[number]] ?? expr;
+  const text = cronstrue.toString(pattern, { use24HourTimeFormat: true, verbose: true });
+  return text.charAt(0).toLowerCase() + text.slice(1);
+}

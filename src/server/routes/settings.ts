@@ -1,0 +1,59 @@
+import type { FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { previewCron } from '../../config/settings-store.js';
+import { SECURED, errorResponses, guard, type ServerContext } from '../context.js';
+import { CronPreview, PruneBody, PruneResult, SettingsBody } from '../schemas.js';
+
+type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+export function registerSettingsRoutes(app: App, ctx: ServerContext): void {
+  const { stowage } = ctx;
+  const tags = ['settings'];
+
+  app.get('/api/settings', {
+    schema: { tags, summary: 'The settings in force (stowage.yaml defaults with API changes on top); secrets masked', security: SECURED, response: { 200: SettingsBody, ...errorResponses(401, 403) } },
+    onRequest: guard(ctx, 'settings'),
+    handler: async () => stowage.settings.masked(),
+  });
+
+  app.patch('/api/settings', {
+    schema: {
+      tags,
+      summary: 'Change settings (a partial object, merged); a secret left out or sent back masked keeps its value; schedules reload at once',
+      security: SECURED,
+      body: Type.Record(Type.String(), Type.Unknown(), { description: 'e.g. {"backups": {"cron": "0 3 * * *", "cronMaxKeep": 7}}' }),
+      response: { 200: SettingsBody, ...errorResponses(400, 401, 403) },
+    },
+    onRequest: guard(ctx, 'settings'),
+    handler: async (request) => {
+      const updated = stowage.settings.patch(request.body);
+      request.log.info('settings changed');
+      return stowage.settings.masked(updated);
+    },
+  });
+
+  app.get('/api/settings/cron-preview', {
+    schema: {
+      tags,
+      summary: 'The next 5 run times of a cron expression, and what it means in words',
+      security: SECURED,
+      querystring: Type.Object({ cron: Type.String({ maxLength: 200 }), timezone: Type.Optional(Type.String({ maxLength: 100 })) }),
+      response: { 200: CronPreview, ...errorResponses(400, 401, 403) },
+    },
+    onRequest: guard(ctx, 'settings'),
+    handler: async (request) => previewCron(request.query.cron, request.query.timezone ?? stowage.settings.get().backups.timezone),
+  });
+
+  app.post('/api/backups/prune', {
+    schema: {
+      tags: ['backups'],
+      summary: 'Apply retention to scheduled backups (dryRun: only say what would go); every backup with kept/removed and why',
+      security: SECURED,
+      body: PruneBody,
+      response: { 200: PruneResult, ...errorResponses(400, 401, 403) },
+    },
+    onRequest: guard(ctx, 'backups:delete'),
+    handler: async (request) => stowage.prune({ dryRun: request.body.dryRun ?? false, trigger: 'api' }),
+  });
+}
