@@ -75,37 +75,21 @@ export function readSmallSync(fd: number, archiveSize: number, cd: CentralDirect
   }
 }
 
-/**
- * Reused read buffers for `readEntryData`. With a fresh buffer per read, a restore of the
- * medium corpus (500 MB, of which 290 MB in entries over 256 KiB) kept up to 36 MB of dead
- * buffers waiting for V8's external-memory GC trigger, and peak RSS grew with the data.
- */
-const POOLED_BYTES = LOCAL_HEADER_SLACK + 2 * 65536 + WHOLE_ENTRY_BYTES;
-const pool: Buffer[] = [];
-const takeBuffer = () => pool.pop() ?? Buffer.allocUnsafeSlow(POOLED_BYTES);
-const giveBuffer = (buf: Buffer) => {
-  if (pool.length < 8) pool.push(buf);
-};
-
-/**
- * An entry's content, inflated, in chunks, with its declared size enforced. A chunk is valid
- * only until the next one is asked for (read buffers are reused): copy what must be kept.
- */
+/** An entry's content, inflated, in chunks, with its declared size enforced. */
 export async function* readEntryData(fd: number, archiveSize: number, cd: CentralDirectory, i: number, name: string): AsyncGenerator<Buffer> {
   const csize = cd.compressedSize[i]!;
   const expected = cd.size[i]!;
-  const buf = takeBuffer();
   try {
     const offset = cd.localOffset[i]!;
     // Whole in memory only when both sides are small: a 1 MB deflate stream can inflate to 1 GB.
     const whole = csize <= WHOLE_ENTRY_BYTES && expected <= WHOLE_ENTRY_BYTES;
     const want = Math.min(LOCAL_HEADER_SLACK + cd.nameLength(i) + (whole ? csize : 0), archiveSize - offset);
-    let head = await readFully(fd, want, offset, buf.subarray(0, want));
+    let head = await readFully(fd, want, offset);
     if (head.length < 30 || head.readUInt32LE(0) !== 0x04034b50) throw new Error('local file header not found where the central directory says');
     const dataStart = 30 + head.readUInt16LE(26) + head.readUInt16LE(28);
     if (offset + dataStart + csize > archiveSize) throw new Error('entry data runs past the end of the archive (truncated)');
     if (whole) {
-      if (head.length < dataStart + csize) head = await readFully(fd, dataStart + csize, offset, dataStart + csize <= buf.length ? buf.subarray(0, dataStart + csize) : undefined);
+      if (head.length < dataStart + csize) head = await readFully(fd, dataStart + csize, offset);
       const data = head.subarray(dataStart, dataStart + csize);
       const out = cd.method[i] === 8 ? await inflateWhole(data, expected).catch(tooMany) : data;
       if (out.length !== expected) throw new Error(out.length > expected ? 'too many bytes in the stream' : 'not enough bytes in the stream');
@@ -113,11 +97,8 @@ export async function* readEntryData(fd: number, archiveSize: number, cd: Centra
       return;
     }
     let produced = 0;
-    // Stored data goes straight to the caller, so one buffer serves every read; what goes into
-    // the inflate stream is held there for a while, so those reads get fresh buffers.
-    const deflated = cd.method[i] === 8;
-    const chunks = readRange(fd, offset + dataStart, csize, deflated ? undefined : buf.subarray(0, READ_CHUNK_BYTES));
-    const source = deflated ? Readable.from(chunks, { highWaterMark: 1 }).pipe(zlib.createInflateRaw({ chunkSize: 256 * 1024 })) : chunks;
+    const chunks = readRange(fd, offset + dataStart, csize);
+    const source = cd.method[i] === 8 ? Readable.from(chunks, { highWaterMark: 1 }).pipe(zlib.createInflateRaw({ chunkSize: 256 * 1024 })) : chunks;
     for await (const chunk of source) {
       const buf = chunk as Buffer;
       produced += buf.length;
@@ -128,17 +109,13 @@ export async function* readEntryData(fd: number, archiveSize: number, cd: Centra
   } catch (err) {
     if (err instanceof StowageError) throw err;
     throw damaged(name, err as Error);
-  } finally {
-    giveBuffer(buf);
   }
 }
 
-/** `into`: one buffer to read every chunk into (each is valid until the next is asked for). */
-async function* readRange(fd: number, position: number, length: number, into?: Buffer): AsyncGenerator<Buffer> {
+async function* readRange(fd: number, position: number, length: number): AsyncGenerator<Buffer> {
   let done = 0;
   while (done < length) {
-    const n = Math.min(READ_CHUNK_BYTES, length - done);
-    const buf = await readFully(fd, n, position + done, into?.subarray(0, n));
+    const buf = await readFully(fd, Math.min(READ_CHUNK_BYTES, length - done), position + done);
     if (buf.length === 0) throw new Error('unexpected end of the archive (truncated)');
     done += buf.length;
     yield buf;

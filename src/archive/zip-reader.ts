@@ -208,8 +208,7 @@ export class ArchiveReader {
    * Hand-written rather than yauzl's openReadStream: that reads 16 KiB at a time, with two
    * more reads per entry for the local header, and a restore of 20,000 files spent more time
    * in those reads than unzip took for the whole job. Here a small entry is one read and one
-   * inflate call; a large one is read 1 MiB at a time. Each chunk is valid only until the next
-   * is asked for (read buffers are reused).
+   * inflate call; a large one is read 1 MiB at a time.
    */
   readEntry(id: EntryId): AsyncGenerator<Buffer> {
     return readEntryData(this.fd, this.archiveSize, this.cd, id, this.name(id));
@@ -271,7 +270,7 @@ function findKey(cd: CentralDirectory, byName: Uint32Array, key: Buffer): number
 async function readWhole(fd: number, archiveSize: number, cd: CentralDirectory, i: number, limit: number): Promise<Buffer> {
   if (cd.size[i]! > limit) throw unsafe(`${cd.name(i)} declares ${cd.size[i]} bytes, more than the ${limit} allowed`);
   const parts: Buffer[] = [];
-  for await (const chunk of readEntryData(fd, archiveSize, cd, i, cd.name(i))) parts.push(Buffer.from(chunk)); // chunks are reused
+  for await (const chunk of readEntryData(fd, archiveSize, cd, i, cd.name(i))) parts.push(chunk);
   return Buffer.concat(parts);
 }
 

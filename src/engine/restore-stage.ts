@@ -115,7 +115,7 @@ function extractSmallFileSync(reader: ArchiveReader, entry: EntryId, dest: strin
 
 async function readSymlinkTarget(reader: ArchiveReader, entry: EntryId): Promise<string> {
   const parts: Buffer[] = [];
-  for await (const chunk of reader.readEntry(entry)) parts.push(Buffer.from(chunk)); // chunks are reused
+  for await (const chunk of reader.readEntry(entry)) parts.push(chunk);
   const data = Buffer.concat(parts);
   reader.checkDigest(entry, data.length, crypto.createHash('sha256').update(data).digest());
   return data.toString('utf8');
