@@ -124,14 +124,38 @@ export class ManifestSpool {
   }
 }
 
-/** Parses and checks a manifest; refuses newer format versions with a clear message. */
+/** Parses and checks a whole manifest (for `show`; a restore reads it streamed, see zip-reader.ts). */
 export function parseManifest(text: string): Manifest {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    throw new StowageError('ARCHIVE_INVALID', `the manifest ${MANIFEST_NAME} is not valid JSON (${(err as Error).message}); the archive is damaged or was not made by Stowage`);
+    throw notJson(err as Error);
   }
+  const header = checkManifestHeader(raw);
+  const { entries } = raw as { entries?: unknown };
+  if (!Array.isArray(entries)) throw entriesNotArray();
+  entries.forEach((e, i) => {
+    const problem = manifestEntryProblem(e, i);
+    if (problem) throw problem;
+  });
+  return { ...header, entries: entries as ManifestEntry[] };
+}
+
+export function notJson(err: Error): StowageError {
+  return new StowageError('ARCHIVE_INVALID', `the manifest ${MANIFEST_NAME} is not valid JSON (${err.message}); the archive is damaged or was not made by Stowage`);
+}
+
+export function entriesNotArray(): StowageError {
+  return new StowageError('ARCHIVE_INVALID', `the manifest ${MANIFEST_NAME} is malformed at entries: expected an array`);
+}
+
+/**
+ * Checks everything but the entries (which `raw` may or may not hold): that it is a Stowage
+ * manifest, of a version this reader knows, with a well-formed header. Newer versions are
+ * refused with a clear message.
+ */
+export function checkManifestHeader(raw: unknown): ManifestHeader {
   const obj = raw as { format?: unknown; formatVersion?: unknown };
   if (!obj || typeof obj !== 'object' || obj.format !== FORMAT_NAME) {
     throw new StowageError('ARCHIVE_INVALID', `${MANIFEST_NAME} does not describe a Stowage backup (format is not "${FORMAT_NAME}")`);
@@ -143,19 +167,20 @@ export function parseManifest(text: string): Manifest {
     );
   }
   // The header goes through the schema; the entries (tens of thousands) are checked in place by
-  // the same schema's rules without zod building a copy of each: half the memory on big backups.
-  const { entries, ...header } = raw as Record<string, unknown> & { entries?: unknown };
+  // the same schema's rules (manifestEntryProblem) without zod building a copy of each.
+  const { entries: _entries, ...header } = raw as Record<string, unknown>;
   const parsed = manifestSchema.omit({ entries: true }).safeParse(header);
   if (!parsed.success) {
     const first = parsed.error.issues[0]!;
     throw new StowageError('ARCHIVE_INVALID', `the manifest ${MANIFEST_NAME} is malformed at ${first.path.join('.') || '(top)'}: ${first.message}`);
   }
-  if (!Array.isArray(entries)) throw new StowageError('ARCHIVE_INVALID', `the manifest ${MANIFEST_NAME} is malformed at entries: expected an array`);
-  entries.forEach((e, i) => {
-    const problem = checkEntryShape(e);
-    if (problem) throw new StowageError('ARCHIVE_INVALID', `the manifest ${MANIFEST_NAME} is malformed at entries.${i}${problem}`);
-  });
-  return { ...parsed.data, entries: entries as ManifestEntry[] };
+  return parsed.data;
+}
+
+/** The error for entries[i] if it does not have the shape entrySchema describes, else null. */
+export function manifestEntryProblem(e: unknown, i: number): StowageError | null {
+  const problem = checkEntryShape(e);
+  return problem ? new StowageError('ARCHIVE_INVALID', `the manifest ${MANIFEST_NAME} is malformed at entries.${i}${problem}`) : null;
 }
 
 const ENTRY_TYPES = new Set(['file', 'dir', 'symlink']);

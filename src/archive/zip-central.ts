@@ -1,29 +1,46 @@
+import { isUtf8 } from 'node:buffer';
 import { readFullySync } from '../fs/fd.js';
 import { MAX_U16, MAX_U32, SIG_CENTRAL, SIG_EOCD, SIG_ZIP64_EOCD, SIG_ZIP64_LOCATOR } from './zip-format.js';
 
 /**
  * Reads a ZIP's central directory: end record (and zip64 end record), then the whole directory
- * in one read, parsed in memory into compact records.
+ * in one read, parsed in memory into a compact table.
  *
  * Hand-written rather than yauzl's reader: yauzl reads every record with two separate reads, and
  * opening a 25,000-entry backup took 1.6 s of waiting on those reads (see docs/PERFORMANCE.md);
  * this takes one read. Validation of what the records say (names, overlaps, ratios) is the
  * caller's (zip-reader.ts).
  */
-export interface CentralEntry {
-  /** Raw name bytes (decoded by the caller, which also validates them). */
-  fileName: Buffer;
-  versionMadeBy: number;
-  flags: number;
-  compressionMethod: number;
-  crc32: number;
-  compressedSize: number;
-  uncompressedSize: number;
-  externalFileAttributes: number;
-  relativeOffsetOfLocalHeader: number;
-}
-
 export class ZipStructureError extends Error {}
+
+/**
+ * The directory as columns: entry i's fields are element i of each array and its name is
+ * `names[nameStart[i]..nameStart[i+1])`. An object (and a Buffer) per entry made a restore's
+ * peak RSS grow with the number of files; this is ~30 bytes per entry plus its name.
+ */
+export class CentralDirectory {
+  constructor(
+    readonly count: number,
+    /** Every name's UTF-8 bytes, back to back; invalid UTF-8 is stored as decoded (U+FFFD), so equal bytes mean equal names. */
+    readonly names: Buffer,
+    readonly nameStart: Uint32Array,
+    readonly method: Uint16Array,
+    /** `st_mode` from the external attributes when made on Unix, else 0. */
+    readonly unixMode: Uint16Array,
+    readonly compressedSize: Float64Array,
+    readonly size: Float64Array,
+    readonly localOffset: Float64Array,
+  ) {}
+
+  /** The name as stored (folders end in "/"). */
+  name(i: number): string {
+    return this.names.toString('utf8', this.nameStart[i], this.nameStart[i + 1]);
+  }
+
+  nameLength(i: number): number {
+    return this.nameStart[i + 1]! - this.nameStart[i]!;
+  }
+}
 
 /** The directory of any archive Stowage will read fits easily; beyond this it is not a backup. */
 const MAX_CENTRAL_DIRECTORY = 1024 * 1024 * 1024;
@@ -40,7 +57,7 @@ function u64(buf: Buffer, at: number): number {
   return Number(v);
 }
 
-export function readCentralDirectory(fd: number, fileSize: number): CentralEntry[] {
+export function readCentralDirectory(fd: number, fileSize: number): CentralDirectory {
   if (fileSize < 22) throw new ZipStructureError('too short to be a ZIP archive');
   // The end record is the last 22 bytes plus a comment of up to 65,535 bytes.
   const tailLength = Math.min(fileSize, 22 + MAX_U16);
@@ -77,7 +94,15 @@ export function readCentralDirectory(fd: number, fileSize: number): CentralEntry
   if (count * 46 > cdSize) throw new ZipStructureError(`central directory is too small for the ${count} entries it claims`);
   const cd = cdSize > 0 ? readExactly(fd, cdSize, cdOffset) : Buffer.alloc(0);
 
-  const entries: CentralEntry[] = [];
+  const nameStart = new Uint32Array(count + 1);
+  const method = new Uint16Array(count);
+  const unixMode = new Uint16Array(count);
+  const compressedSize = new Float64Array(count);
+  const size = new Float64Array(count);
+  const localOffset = new Float64Array(count);
+  // Names are at most the directory's size; copied out so the directory buffer can go.
+  const names = Buffer.allocUnsafe(cdSize);
+  let namesEnd = 0;
   let p = 0;
   for (let i = 0; i < count; i++) {
     if (p + 46 > cd.length || cd.readUInt32LE(p) !== SIG_CENTRAL) throw new ZipStructureError(`central directory record ${i + 1} is damaged`);
@@ -86,31 +111,39 @@ export function readCentralDirectory(fd: number, fileSize: number): CentralEntry
     const commentLength = cd.readUInt16LE(p + 32);
     const end = p + 46 + nameLength + extraLength + commentLength;
     if (end > cd.length) throw new ZipStructureError(`central directory record ${i + 1} runs past the directory`);
-    const entry: CentralEntry = {
-      versionMadeBy: cd.readUInt16LE(p + 4),
-      flags: cd.readUInt16LE(p + 8),
-      compressionMethod: cd.readUInt16LE(p + 10),
-      crc32: cd.readUInt32LE(p + 16),
-      compressedSize: cd.readUInt32LE(p + 20),
-      uncompressedSize: cd.readUInt32LE(p + 24),
-      externalFileAttributes: cd.readUInt32LE(p + 38),
-      relativeOffsetOfLocalHeader: cd.readUInt32LE(p + 42),
-      // A copy, so the records do not keep the whole directory buffer alive.
-      fileName: Buffer.from(cd.subarray(p + 46, p + 46 + nameLength)),
-    };
-    if (entry.flags & 0x1) throw new ZipStructureError(`entry ${entry.fileName.toString('utf8')} is encrypted with ZIP encryption, which Stowage does not use`);
-    if (entry.uncompressedSize === MAX_U32 || entry.compressedSize === MAX_U32 || entry.relativeOffsetOfLocalHeader === MAX_U32) {
-      applyZip64(entry, cd.subarray(p + 46 + nameLength, p + 46 + nameLength + extraLength));
+    let nameBytes = cd.subarray(p + 46, p + 46 + nameLength);
+    const displayName = () => nameBytes.toString('utf8');
+    if (!isUtf8(nameBytes)) nameBytes = Buffer.from(displayName(), 'utf8');
+    if (namesEnd + nameBytes.length > names.length) throw new ZipStructureError('entry names do not fit the central directory');
+    nameBytes.copy(names, namesEnd);
+    nameStart[i] = namesEnd;
+    namesEnd += nameBytes.length;
+    if (cd.readUInt16LE(p + 8) & 0x1) throw new ZipStructureError(`entry ${displayName()} is encrypted with ZIP encryption, which Stowage does not use`);
+    method[i] = cd.readUInt16LE(p + 10);
+    unixMode[i] = cd.readUInt16LE(p + 4) >> 8 === 3 ? cd.readUInt32LE(p + 38) >>> 16 : 0;
+    let csize = cd.readUInt32LE(p + 20);
+    let usize = cd.readUInt32LE(p + 24);
+    let offset = cd.readUInt32LE(p + 42);
+    if (usize === MAX_U32 || csize === MAX_U32 || offset === MAX_U32) {
+      // The zip64 extra field holds, in this order, only the values whose 32-bit field is 0xFFFFFFFF.
+      const take = zip64Values(cd.subarray(p + 46 + nameLength, p + 46 + nameLength + extraLength), displayName);
+      if (usize === MAX_U32) usize = take();
+      if (csize === MAX_U32) csize = take();
+      if (offset === MAX_U32) offset = take();
     }
-    if (entry.relativeOffsetOfLocalHeader + 30 > cdOffset) throw new ZipStructureError(`entry ${entry.fileName.toString('utf8')} points past the data area`);
-    entries.push(entry);
+    if (offset + 30 > cdOffset) throw new ZipStructureError(`entry ${displayName()} points past the data area`);
+    compressedSize[i] = csize;
+    size[i] = usize;
+    localOffset[i] = offset;
     p = end;
   }
-  return entries;
+  nameStart[count] = namesEnd;
+  // A copy of just the names: the whole-directory buffer is not kept alive by a view into it.
+  return new CentralDirectory(count, Buffer.from(names.subarray(0, namesEnd)), nameStart, method, unixMode, compressedSize, size, localOffset);
 }
 
-/** The zip64 extra field holds, in this order, only the values whose 32-bit field is 0xFFFFFFFF. */
-function applyZip64(entry: CentralEntry, extra: Buffer): void {
+/** Reads the zip64 extra field's 64-bit values one by one. */
+function zip64Values(extra: Buffer, name: () => string): () => number {
   let q = 0;
   while (q + 4 <= extra.length) {
     const id = extra.readUInt16LE(q);
@@ -118,18 +151,15 @@ function applyZip64(entry: CentralEntry, extra: Buffer): void {
     if (q + 4 + size > extra.length) break;
     if (id === 0x0001) {
       let r = q + 4;
-      const take = (): number => {
-        if (r + 8 > q + 4 + size) throw new ZipStructureError(`entry ${entry.fileName.toString('utf8')} has a short zip64 extra field`);
+      const end = q + 4 + size;
+      return () => {
+        if (r + 8 > end) throw new ZipStructureError(`entry ${name()} has a short zip64 extra field`);
         const v = u64(extra, r);
         r += 8;
         return v;
       };
-      if (entry.uncompressedSize === MAX_U32) entry.uncompressedSize = take();
-      if (entry.compressedSize === MAX_U32) entry.compressedSize = take();
-      if (entry.relativeOffsetOfLocalHeader === MAX_U32) entry.relativeOffsetOfLocalHeader = take();
-      return;
     }
     q += 4 + size;
   }
-  throw new ZipStructureError(`entry ${entry.fileName.toString('utf8')} needs a zip64 extra field and has none`);
+  throw new ZipStructureError(`entry ${name()} needs a zip64 extra field and has none`);
 }

@@ -127,7 +127,8 @@ export async function runDrill(ctx: EngineContext, archive: { file: string; key:
   try {
     const reader = await ArchiveReader.open(archive.file);
     try {
-      const manifest = reader.manifest;
+      // The whole manifest: the comparison walks every entry (a drill is occasional; restore streams it).
+      const manifest = await reader.readManifest();
       const progress: Omit<Progress, 'elapsedMs'> = {
         phase: 'restoring',
         files: 0,

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Manifest } from '../archive/manifest.js';
+import type { ArchiveReader } from '../archive/zip-reader.js';
 import { StowageError } from '../errors.js';
 import { utimesSeconds } from '../fs/fd.js';
 import { walkDir } from '../sources/dir.js';
@@ -75,25 +75,26 @@ export interface SourcePlan {
 }
 
 /** What a restore of one dir source would add, replace and remove (for --dry-run). */
-export async function diffDirSource(manifest: Manifest, sourceName: string, target: string, rules: ExcludeRules, neverInclude: string[]): Promise<SourcePlan> {
+export async function diffDirSource(reader: ArchiveReader, sourceName: string, target: string, rules: ExcludeRules, neverInclude: string[]): Promise<SourcePlan> {
   const prefix = `${sourceName}/`;
   const plan: SourcePlan = { name: sourceName, kind: 'dir', target, added: [], replaced: [], removed: [], unchanged: 0 };
   const current = new Map<string, fs.Stats>();
   if (fs.existsSync(target)) {
     for await (const e of walkDir(target, { excludes: rules, neverInclude, tempDir: '', warn: () => {} })) current.set(e.rel, e.stat);
   }
-  for (const m of manifest.entries) {
-    if (!m.path.startsWith(prefix)) continue;
-    const rel = m.path.slice(prefix.length).replace(/\/$/, '');
-    if (rel === '') continue;
+  for (const entry of reader.order) {
+    const name = reader.name(entry);
+    if (!name.startsWith(prefix)) continue;
+    const rel = name.slice(prefix.length);
+    const type = reader.type(entry);
     const st = current.get(rel);
     current.delete(rel);
     if (!st) {
       plan.added.push(rel);
       continue;
     }
-    const sameType = m.type === 'dir' ? st.isDirectory() : m.type === 'symlink' ? st.isSymbolicLink() : st.isFile();
-    const same = sameType && (m.type === 'dir' || (st.size === m.size && Math.abs(st.mtimeMs - Date.parse(m.mtime)) < 1));
+    const sameType = type === 'dir' ? st.isDirectory() : type === 'symlink' ? st.isSymbolicLink() : st.isFile();
+    const same = sameType && (type === 'dir' || (st.size === reader.size(entry) && Math.abs(st.mtimeMs - reader.mtimeMs(entry)) < 1));
     if (same) plan.unchanged++;
     else plan.replaced.push(rel);
   }
@@ -134,16 +135,16 @@ export function checkVersionPolicy(policy: 'any' | 'same-or-older' | 'same', bac
  * Carrying excluded paths into staged folders changed those folders' mtimes after staging had
  * set them from the backup; set them again once the swap is done. `ops` are the swap's renames.
  */
-export function fixFolderTimes(ops: RenameOp[], stagedDir: string, target: string, mtimeOf: (rel: string) => string | undefined): void {
+export function fixFolderTimes(ops: RenameOp[], stagedDir: string, target: string, mtimeMsOf: (rel: string) => number | undefined): void {
   const done = new Set<string>();
   for (const op of ops) {
     if (op.fromParentMtimeMs === undefined) continue;
     const rel = path.relative(stagedDir, path.dirname(op.to)).split(path.sep).join('/');
     if (done.has(rel)) continue;
     done.add(rel);
-    const iso = mtimeOf(rel);
-    if (!iso) continue;
-    const t = utimesSeconds(Date.parse(iso));
+    const ms = mtimeMsOf(rel);
+    if (ms === undefined) continue;
+    const t = utimesSeconds(ms);
     try {
       fs.utimesSync(path.join(target, rel), t, t);
     } catch {

@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { checkDigest, type ArchiveEntry, type ArchiveReader } from '../archive/zip-reader.js';
+import type { ArchiveReader, EntryId } from '../archive/zip-reader.js';
 import { StowageError } from '../errors.js';
 import { closeFd, openNew, utimesSeconds, writeAll } from '../fs/fd.js';
 
@@ -45,29 +45,29 @@ function writeFailure(err: unknown, dest: string): never {
  * permissions (a read-only mode still gives a writable descriptor), so fchmod runs only when
  * the umask or set-id bits would make them differ, and after chown, which clears set-id bits.
  */
-function applyFileMeta(fd: number, entry: ArchiveEntry, meta: FileMeta): void {
-  const m = entry.manifest!;
-  const mode = parseInt(m.mode, 8);
-  if (meta.owner && m.uid !== undefined && m.gid !== undefined && (meta.alwaysChown || m.uid !== process.getuid?.() || m.gid !== process.getgid?.())) {
+function applyFileMeta(fd: number, reader: ArchiveReader, entry: EntryId, meta: FileMeta): void {
+  const mode = reader.mode(entry);
+  const owner = meta.owner ? reader.owner(entry) : undefined;
+  if (owner && (meta.alwaysChown || owner.uid !== process.getuid?.() || owner.gid !== process.getgid?.())) {
     try {
-      fs.fchownSync(fd, m.uid, m.gid);
+      fs.fchownSync(fd, owner.uid, owner.gid);
     } catch (err) {
-      meta.warnings.push(`${entry.name}: ownership not restored (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+      meta.warnings.push(`${reader.name(entry)}: ownership not restored (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
     }
   }
   if ((mode & 0o7000) !== 0 || (mode & UMASK) !== 0) fs.fchmodSync(fd, mode);
-  const t = utimesSeconds(Date.parse(m.mtime));
+  const t = utimesSeconds(reader.mtimeMs(entry));
   try {
     fs.futimesSync(fd, t, t);
   } catch (err) {
-    meta.warnings.push(`${entry.name}: modification time not restored (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    meta.warnings.push(`${reader.name(entry)}: modification time not restored (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
   }
 }
 
 /** Writes one entry's verified content to `dest` (which must not exist), with its metadata. */
-export async function extractFile(reader: ArchiveReader, entry: ArchiveEntry, dest: string, onBytes: (n: number) => void, meta: FileMeta = { owner: false, warnings: [] }): Promise<void> {
+export async function extractFile(reader: ArchiveReader, entry: EntryId, dest: string, onBytes: (n: number) => void, meta: FileMeta = { owner: false, warnings: [] }): Promise<void> {
   if (reader.isSmall(entry)) return extractSmallFileSync(reader, entry, dest, onBytes, meta);
-  const fd = await openNew(dest, parseInt(entry.manifest!.mode, 8) & 0o777).catch((err: unknown) => writeFailure(err, dest));
+  const fd = await openNew(dest, reader.mode(entry) & 0o777).catch((err: unknown) => writeFailure(err, dest));
   const hash = crypto.createHash('sha256');
   let size = 0;
   try {
@@ -78,8 +78,8 @@ export async function extractFile(reader: ArchiveReader, entry: ArchiveEntry, de
       await writeAll(fd, buf).catch((err: unknown) => writeFailure(err, dest));
       onBytes(buf.length);
     }
-    checkDigest(entry, size, hash.digest('hex'));
-    applyFileMeta(fd, entry, meta);
+    reader.checkDigest(entry, size, hash.digest());
+    applyFileMeta(fd, reader, entry, meta);
   } finally {
     await closeFd(fd);
   }
@@ -92,19 +92,19 @@ export async function extractFile(reader: ArchiveReader, entry: ArchiveEntry, de
  * see docs/PERFORMANCE.md). Nothing unverified is ever written. Callers run these in short
  * slices so that the event loop (and large entries on the thread pool) keep moving.
  */
-function extractSmallFileSync(reader: ArchiveReader, entry: ArchiveEntry, dest: string, onBytes: (n: number) => void, meta: FileMeta): void {
+function extractSmallFileSync(reader: ArchiveReader, entry: EntryId, dest: string, onBytes: (n: number) => void, meta: FileMeta): void {
   const data = reader.readWholeSync(entry);
-  checkDigest(entry, data.length, crypto.createHash('sha256').update(data).digest('hex'));
+  reader.checkDigest(entry, data.length, crypto.createHash('sha256').update(data).digest());
   let fd: number;
   try {
-    fd = fs.openSync(dest, 'wx', parseInt(entry.manifest!.mode, 8) & 0o777);
+    fd = fs.openSync(dest, 'wx', reader.mode(entry) & 0o777);
   } catch (err) {
     writeFailure(err, dest);
   }
   try {
     let written = 0;
     while (written < data.length) written += fs.writeSync(fd, data, written, data.length - written);
-    applyFileMeta(fd, entry, meta);
+    applyFileMeta(fd, reader, entry, meta);
   } catch (err) {
     writeFailure(err, dest);
   } finally {
@@ -113,11 +113,11 @@ function extractSmallFileSync(reader: ArchiveReader, entry: ArchiveEntry, dest: 
   onBytes(data.length);
 }
 
-async function readSymlinkTarget(reader: ArchiveReader, entry: ArchiveEntry): Promise<string> {
+async function readSymlinkTarget(reader: ArchiveReader, entry: EntryId): Promise<string> {
   const parts: Buffer[] = [];
   for await (const chunk of reader.readEntry(entry)) parts.push(chunk);
   const data = Buffer.concat(parts);
-  checkDigest(entry, data.length, crypto.createHash('sha256').update(data).digest('hex'));
+  reader.checkDigest(entry, data.length, crypto.createHash('sha256').update(data).digest());
   return data.toString('utf8');
 }
 
@@ -133,49 +133,53 @@ export async function stageSourceTree(
   onFile: () => void,
 ): Promise<StageResult> {
   const prefix = `${sourceName}/`;
-  const entries = reader.entries.filter((e) => e.name.startsWith(prefix));
+  const destOf = (entry: EntryId) => path.join(stagingDir, reader.name(entry).slice(prefix.length));
   const result: StageResult = { files: 0, bytes: 0, warnings: [] };
   await fs.promises.mkdir(stagingDir, { recursive: true });
-  const dirs: Array<{ dest: string; entry: ArchiveEntry }> = [];
   const createdDirs = new Set<string>([stagingDir]);
   const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   const alwaysChown = (fs.statSync(stagingDir).mode & 0o2000) !== 0;
 
-  const applyMeta = async (dest: string, entry: ArchiveEntry, isLink: boolean) => {
-    const m = entry.manifest!;
-    const t = utimesSeconds(Date.parse(m.mtime));
+  const applyMeta = async (dest: string, entry: EntryId, isLink: boolean) => {
+    const t = utimesSeconds(reader.mtimeMs(entry));
+    const owner = asRoot ? reader.owner(entry) : undefined;
     try {
-      if (asRoot && m.uid !== undefined && m.gid !== undefined) await fs.promises.lchown(dest, m.uid, m.gid);
+      if (owner) await fs.promises.lchown(dest, owner.uid, owner.gid);
     } catch (err) {
-      result.warnings.push(`${entry.name}: ownership not restored (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+      result.warnings.push(`${reader.name(entry)}: ownership not restored (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
     }
     try {
       if (isLink) await fs.promises.lutimes(dest, t, t);
       else await fs.promises.utimes(dest, t, t);
     } catch (err) {
-      result.warnings.push(`${entry.name}: modification time not restored (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+      result.warnings.push(`${reader.name(entry)}: modification time not restored (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
     }
   };
 
+  // Entry ids only (names are decoded when used): lists of objects grew RSS with the file count.
+  const dirs: EntryId[] = [];
+  // Small regular files go to one synchronous loop, in slices; large ones and symlinks through
+  // the async workers meanwhile, so inflate of big files overlaps with the small-file loop.
+  const small: EntryId[] = [];
+  const rest: EntryId[] = [];
+  for (const entry of reader.order) {
+    if (!reader.name(entry).startsWith(prefix)) continue;
+    const type = reader.type(entry);
+    if (type === 'dir') dirs.push(entry);
+    else if (type === 'file' && reader.isSmall(entry)) small.push(entry);
+    else rest.push(entry);
+  }
   // Folders first (they come before their contents in the archive), then files in parallel.
-  for (const entry of entries) {
-    if (entry.type !== 'dir') continue;
-    const rel = entry.name.slice(prefix.length);
-    const dest = rel ? path.join(stagingDir, rel) : stagingDir;
+  for (const entry of dirs) {
+    const dest = destOf(entry);
     await fs.promises.mkdir(dest, { recursive: true });
     createdDirs.add(dest);
-    dirs.push({ dest, entry });
   }
-  const files = entries.filter((e) => e.type !== 'dir');
-  // Small regular files in one synchronous loop, in slices; large ones and symlinks through
-  // the async workers meanwhile, so inflate of big files overlaps with the small-file loop.
-  const small = files.filter((e) => e.type === 'file' && reader.isSmall(e));
-  const rest = files.filter((e) => !(e.type === 'file' && reader.isSmall(e)));
   const fileMeta: FileMeta = { owner: asRoot, alwaysChown, warnings: result.warnings };
   const smallLoop = async () => {
     let sliceStart = Date.now();
     for (const entry of small) {
-      const dest = path.join(stagingDir, entry.name.slice(prefix.length));
+      const dest = destOf(entry);
       const parent = path.dirname(dest);
       if (!createdDirs.has(parent)) {
         fs.mkdirSync(parent, { recursive: true });
@@ -183,7 +187,7 @@ export async function stageSourceTree(
       }
       extractSmallFileSync(reader, entry, dest, onBytes, fileMeta);
       result.files++;
-      result.bytes += entry.size;
+      result.bytes += reader.size(entry);
       onFile();
       if (Date.now() - sliceStart >= SLICE_MS) {
         await new Promise((resolve) => setImmediate(resolve));
@@ -195,21 +199,21 @@ export async function stageSourceTree(
   const worker = async () => {
     while (next < rest.length) {
       const entry = rest[next++]!;
-      const dest = path.join(stagingDir, entry.name.slice(prefix.length));
+      const dest = destOf(entry);
       // Folders were all created above (each has its own entry); a foreign archive may lack them.
       const parent = path.dirname(dest);
       if (!createdDirs.has(parent)) {
         await fs.promises.mkdir(parent, { recursive: true });
         createdDirs.add(parent);
       }
-      if (entry.type === 'symlink') {
+      if (reader.type(entry) === 'symlink') {
         const target = await readSymlinkTarget(reader, entry);
         await fs.promises.symlink(target, dest);
         await applyMeta(dest, entry, true);
       } else {
         await extractFile(reader, entry, dest, onBytes, fileMeta);
         result.files++;
-        result.bytes += entry.size;
+        result.bytes += reader.size(entry);
         onFile();
       }
     }
@@ -219,11 +223,10 @@ export async function stageSourceTree(
   const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
   if (failed) throw failed.reason;
   // Folder modes and times last, deepest first, since writing into a folder changes its mtime.
-  for (const { dest, entry } of dirs.reverse()) {
-    const rel = entry.name.slice(prefix.length);
-    if (rel === '') continue; // the target folder itself keeps its own metadata (it may be a mount point)
-    await fs.promises.chmod(dest, parseInt(entry.manifest!.mode, 8)).catch((err: NodeJS.ErrnoException) => {
-      result.warnings.push(`${entry.name}: mode not restored (${err.code ?? String(err)})`);
+  for (const entry of dirs.reverse()) {
+    const dest = destOf(entry);
+    await fs.promises.chmod(dest, reader.mode(entry)).catch((err: NodeJS.ErrnoException) => {
+      result.warnings.push(`${reader.name(entry)}: mode not restored (${err.code ?? String(err)})`);
     });
     await applyMeta(dest, entry, false);
   }

@@ -135,7 +135,7 @@ export async function runRestore(
   if (disabled) throw new StowageError('RESTORE_DISABLED', `${disabled}; nothing was changed`);
   const reader = await ArchiveReader.open(archive.file);
   try {
-    const manifest = reader.manifest;
+    const manifest = reader.header;
     if (!options.force) checkVersionPolicy(config.restore.versionPolicy, manifest.app.version, resolveAppVersion(config.app));
     const { selected, skipped } = selectSources(ctx, manifest.sources, options);
     if (selected.length === 0) throw new StowageError('RESTORE_FAILED', `nothing to restore: ${skipped.map((s) => `${s.name}: ${s.errors.join('; ')}`).join('; ') || 'no sources selected'}`);
@@ -144,7 +144,7 @@ export async function runRestore(
     if (options.dryRun) {
       const plan: SourcePlan[] = [];
       for (const { source, target } of selected) {
-        if (source.kind === 'dir') plan.push(await diffDirSource(manifest, source.name, target, rulesFor(source), neverInclude));
+        if (source.kind === 'dir') plan.push(await diffDirSource(reader, source.name, target, rulesFor(source), neverInclude));
         else plan.push({ name: source.name, kind: source.kind, target, added: fs.existsSync(target) ? [] : [path.basename(target)], replaced: fs.existsSync(target) ? [path.basename(target)] : [], removed: [], unchanged: 0 });
       }
       const status: RestoreStatusRecord = { ...catalogue.getRestoreStatus() };
@@ -220,8 +220,8 @@ async function restoreSelected(
       res.errors.push(...r.warnings);
     }
     for (const swap of journal.sqlite) {
-      const entry = reader.entries.find((e) => e.name.startsWith(`${swap.name}/`) && e.type === 'file');
-      if (!entry) throw new StowageError('ARCHIVE_INVALID', `source "${swap.name}" has no database file in the archive`);
+      const entry = reader.order.find((e) => reader.type(e) === 'file' && reader.name(e).startsWith(`${swap.name}/`));
+      if (entry === undefined) throw new StowageError('ARCHIVE_INVALID', `source "${swap.name}" has no database file in the archive`);
       await extractFile(reader, entry, swap.staged, (n) => {
         progress.bytes += n;
         emitProgress();
@@ -229,7 +229,7 @@ async function restoreSelected(
       checkSqliteIntegrity(swap.staged, swap.name);
       const res = results.find((x) => x.name === swap.name)!;
       res.files = 1;
-      res.bytes = entry.size;
+      res.bytes = reader.size(entry);
       progress.files++;
     }
     failpoint('restore.after-stage');
@@ -268,9 +268,10 @@ async function restoreSelected(
     failpoint('restore.before-swap');
     for (const swap of journal.dirs) {
       applyDirSwap(swap);
-      const prefix = `${swap.name}/`;
-      const dirTimes = new Map(reader.manifest.entries.filter((e) => e.type === 'dir' && e.path.startsWith(prefix)).map((e) => [e.path.slice(prefix.length).replace(/\/$/, ''), e.mtime]));
-      fixFolderTimes(swap.ops, path.join(swap.staging, 'new'), swap.target, (rel) => dirTimes.get(rel));
+      fixFolderTimes(swap.ops, path.join(swap.staging, 'new'), swap.target, (rel) => {
+        const dir = reader.find(`${swap.name}/${rel}`);
+        return dir >= 0 && reader.type(dir) === 'dir' ? reader.mtimeMs(dir) : undefined;
+      });
     }
     for (const swap of journal.sqlite) await applySqlite(config.dataDir, journal, swap);
     failpoint('restore.before-commit');

@@ -357,8 +357,11 @@ export class Stowage extends StowageEmitter {
     const archive = await this.openArchive(keyOrFile);
     try {
       const reader = await ArchiveReader.open(archive.file);
-      reader.close();
-      return reader.manifest;
+      try {
+        return await reader.readManifest();
+      } finally {
+        reader.close();
+      }
     } finally {
       await archive.release();
     }
@@ -372,23 +375,28 @@ export class Stowage extends StowageEmitter {
       const reader = await ArchiveReader.open(archive.file);
       try {
         const t0 = Date.now();
-        const totalBytes = reader.entries.reduce((a, e) => a + (e.type === 'file' ? e.size : 0), 0);
-        const totalFiles = reader.entries.filter((e) => e.type === 'file').length;
+        let totalBytes = 0;
+        let totalFiles = 0;
+        for (const entry of reader.order) {
+          if (reader.type(entry) !== 'file') continue;
+          totalFiles++;
+          totalBytes += reader.size(entry);
+        }
         const report = progressThrottle((p) => this.emit('verify.progress', { key: archive.key, ...p }));
         let next = 0;
         const worker = async () => {
-          while (next < reader.entries.length) {
-            const entry = reader.entries[next++]!;
+          while (next < reader.order.length) {
+            const entry = reader.order[next++]!;
             result.entries++;
             try {
               await reader.verifyEntry(entry, (n) => {
                 result.bytes += n;
                 report({ phase: 'verifying', files: result.files, filesTotal: totalFiles, bytes: result.bytes, bytesTotal: totalBytes, elapsedMs: Date.now() - t0 });
               });
-              if (entry.type === 'file') result.files++;
+              if (reader.type(entry) === 'file') result.files++;
             } catch (err) {
               result.ok = false;
-              result.errors.push({ path: entry.name, message: errorMessage(err) });
+              result.errors.push({ path: reader.name(entry), message: errorMessage(err) });
             }
           }
         };
