@@ -668,6 +668,12 @@ describe('jobs on the job thread (what stowage serve uses)', () => {
       await waitFor(async () => ((await (await s.request('/api/restore-status', { token: s.adminToken })).json()) as { status: string }).status === 'completed', 30_000, 'restore');
       expect(fs.readFileSync(path.join(s.root, 'app/files/readme.txt'), 'utf8')).toBe('hello\n');
       await waitFor(() => events.includes('restore.completed'), 10_000, 'restore.completed event');
+      // Drills and recorded verification run on the thread too (the scheduler's path).
+      const drill = await s.server.jobs.drill('threaded.zip', { trigger: 'schedule' });
+      expect(drill).toMatchObject({ key: 'threaded.zip', ok: true });
+      const verified = await s.server.jobs.verifyRecorded(undefined, { trigger: 'schedule', sample: 'rotate' });
+      expect(verified.ok).toBe(true);
+      await waitFor(() => events.includes('drill.completed') && events.includes('verify.completed'), 10_000, 'drill and verify events');
       abort.abort();
       await reading;
     } finally {

@@ -18,6 +18,17 @@ port.on('message', (request: WorkerRequest) => {
 
 async function run(request: WorkerRequest): Promise<void> {
   const fallback = request.type === 'backup' ? 'BACKUP_FAILED' : 'RESTORE_FAILED';
+  if (request.type === 'drill' || request.type === 'verify') {
+    // These run to the end inside the engine; BUSY (or an unknown key) is a refusal.
+    try {
+      const result = request.type === 'drill' ? await stowage.drill(request.key, request.options) : await stowage.verifyRecorded(request.key, request.options);
+      post({ type: 'running', id: request.id, job: { id: '', kind: request.type, key: result.key } });
+      post({ type: 'done', id: request.id, result });
+    } catch (err) {
+      post({ type: 'refused', id: request.id, error: serializeError(err, 'RESTORE_FAILED') });
+    }
+    return;
+  }
   let job: Job<unknown>;
   try {
     if (request.type === 'backup') {

@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { StowageError, type StowageErrorCode } from '../errors.js';
 import type { StowageEventName, StowageEvents } from '../events/events.js';
 import type { BackupOptions } from './backup.js';
+import type { BackupSample, DrillOptions, DrillResult, RecordedVerifyResult } from './drill.js';
 import type { RestoreOptions, RestoreOutcome } from './restore.js';
 import type { BackupInfo, Job, JobKind, Stowage } from './stowage.js';
 
@@ -19,6 +20,10 @@ export interface JobRunner {
   startBackup(options?: BackupOptions): Promise<Job<BackupInfo> & { started: Promise<BackupInfo> }>;
   startRestore(keyOrFile: string, options?: Omit<RestoreOptions, 'dryRun'>): Promise<Job<RestoreOutcome>>;
   startFactoryReset(): Promise<Job<RestoreOutcome>>;
+  /** A restore drill (see drill.ts); resolves with its result when it has run. */
+  drill(key?: string, options?: Omit<DrillOptions, 'onProgress'>): Promise<DrillResult>;
+  /** A recorded verification (see drill.ts). */
+  verifyRecorded(key?: string, options?: { trigger?: string; sample?: BackupSample }): Promise<RecordedVerifyResult>;
   /** The job running now, if this runner started it. */
   readonly runningJob: { kind: JobKind; key: string | null } | null;
   close(): Promise<void>;
@@ -30,6 +35,8 @@ export function inlineJobs(stowage: Stowage): JobRunner {
     startBackup: (options) => stowage.startBackup(options),
     startRestore: (key, options) => stowage.startRestore(key, options),
     startFactoryReset: () => stowage.startFactoryReset(),
+    drill: (key, options) => stowage.drill(key, options),
+    verifyRecorded: (key, options) => stowage.verifyRecorded(key, options),
     get runningJob() {
       const job = stowage.runningJob;
       return job ? { kind: job.kind, key: job.key } : null;
@@ -43,7 +50,9 @@ export function inlineJobs(stowage: Stowage): JobRunner {
 type Request =
   | { type: 'backup'; id: number; options: Omit<BackupOptions, 'onStarted' | 'output'> }
   | { type: 'restore'; id: number; key: string; options: Omit<RestoreOptions, 'dryRun'> }
-  | { type: 'reset'; id: number };
+  | { type: 'reset'; id: number }
+  | { type: 'drill'; id: number; key?: string; options: Omit<DrillOptions, 'onProgress'> }
+  | { type: 'verify'; id: number; key?: string; options: { trigger?: string; sample?: BackupSample } };
 
 export type WorkerRequest = Request;
 type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
@@ -182,7 +191,7 @@ export class JobThread implements JobRunner {
     startedOrFailed.catch(() => {});
     return new Promise((resolve, reject) => {
       this.pending.set(id, {
-        kind: request.type === 'reset' ? 'reset' : request.type,
+        kind: request.type,
         onRunning: (job) => resolve({ ...job, done, started: startedOrFailed }),
         onRefused: reject,
         onStarted: withStarted ? resolveStarted : undefined,
@@ -207,6 +216,14 @@ export class JobThread implements JobRunner {
 
   startFactoryReset(): Promise<Job<RestoreOutcome>> {
     return this.start<RestoreOutcome>({ type: 'reset' });
+  }
+
+  async drill(key?: string, options: Omit<DrillOptions, 'onProgress'> = {}): Promise<DrillResult> {
+    return (await this.start<DrillResult>({ type: 'drill', key, options })).done;
+  }
+
+  async verifyRecorded(key?: string, options: { trigger?: string; sample?: BackupSample } = {}): Promise<RecordedVerifyResult> {
+    return (await this.start<RecordedVerifyResult>({ type: 'verify', key, options })).done;
   }
 
   /** Waits for a running job, then stops the thread. */

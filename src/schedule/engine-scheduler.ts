@@ -55,10 +55,10 @@ export function createEngineScheduler(
         if (pruned.removed.length) options.log?.('info', `retention removed ${pruned.removed.join(', ')}`);
       },
       verify: async () => {
-        await stowage.verifyRecorded(undefined, { trigger: 'schedule', sample: stowage.settings.get().verify.sample });
+        await jobs.verifyRecorded(undefined, { trigger: 'schedule', sample: stowage.settings.get().verify.sample });
       },
       drill: async () => {
-        await stowage.drill(undefined, { trigger: 'schedule' });
+        await jobs.drill(undefined, { trigger: 'schedule' });
       },
     },
   });
