@@ -8,7 +8,16 @@ import { assertValidKey, defaultKey, snakeCase } from './keys.js';
 
 describeStorage('local folder', async () => {
   const dir = makeTempDir();
-  return { storage: new LocalStorage(path.join(dir, 'backups')), tempDir: dir, cleanup: async () => removeDir(dir) };
+  const root = path.join(dir, 'backups');
+  return {
+    storage: new LocalStorage(root),
+    tempDir: dir,
+    cleanup: async () => removeDir(dir),
+    putForeign: async (name, body) => {
+      fs.mkdirSync(path.dirname(path.join(root, name)), { recursive: true });
+      fs.writeFileSync(path.join(root, name), body);
+    },
+  };
 });
 
 describe('LocalStorage specifics', () => {
