@@ -20,6 +20,7 @@ export type StowageErrorCode =
   | 'RESTORE_FAILED'
   | 'STORAGE_FAILED'
   | 'HOOK_FAILED'
+  | 'POINT_FAILED'
   | 'USAGE';
 
 export class StowageError extends Error {

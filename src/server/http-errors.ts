@@ -40,6 +40,7 @@ const STATUS_BY_CODE: Record<StowageErrorCode, number> = {
   STORAGE_FAILED: 502,
   USAGE: 400,
   HOOK_FAILED: 500,
+  POINT_FAILED: 502,
 };
 
 function body(status: number, message: string, data: ErrorResponse['data'] = {}): ErrorResponse {
