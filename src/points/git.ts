@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { StowageError } from '../errors.js';
-import { walkDir, symlinkStaysInside } from '../sources/dir.js';
+import { insideSymlinkTarget, walkDir } from '../sources/dir.js';
 import { ExcludeRules } from '../sources/fnmatch.js';
 import { GitRunner } from './git-cli.js';
 import { POINT_ERROR_CODE, type Point, type PointDescription, type PointRunContext, type PointRunResult } from './point.js';
@@ -261,17 +261,8 @@ export class GitPoint implements Point {
         if (e.stat.isDirectory()) {
           wanted.set(e.rel, { kind: 'dir', abs: e.abs, stat: e.stat });
         } else if (e.stat.isSymbolicLink()) {
-          let target: string;
-          try {
-            target = await fs.promises.readlink(e.abs);
-          } catch (err) {
-            ctx.warn(e.rel, `symlink not readable: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-            continue;
-          }
-          if (!symlinkStaysInside(e.rel, target)) {
-            ctx.warn(e.rel, `symlink to ${target} skipped: only relative links that stay inside the source are copied`);
-            continue;
-          }
+          const target = await insideSymlinkTarget(e, ctx, 'copied');
+          if (target === null) continue;
           wanted.set(e.rel, { kind: 'symlink', abs: e.abs, stat: e.stat, target });
         } else {
           wanted.set(e.rel, { kind: 'file', abs: e.abs, stat: e.stat });

@@ -132,17 +132,8 @@ export class DirSource implements Source {
       if (stat.isDirectory()) {
         yield { kind: 'dir', name: `${e.rel}/`, mode: stat.mode, mtimeMs: stat.mtimeMs, uid: stat.uid, gid: stat.gid };
       } else if (stat.isSymbolicLink()) {
-        let target: string;
-        try {
-          target = await fs.promises.readlink(e.abs);
-        } catch (err) {
-          ctx.warn(e.rel, `symlink not readable: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-          continue;
-        }
-        if (!symlinkStaysInside(e.rel, target)) {
-          ctx.warn(e.rel, `symlink to ${target} skipped: only relative links that stay inside the source are stored`);
-          continue;
-        }
+        const target = await insideSymlinkTarget(e, ctx, 'stored');
+        if (target === null) continue;
         yield { kind: 'symlink', name: e.rel, target, mode: stat.mode, mtimeMs: stat.mtimeMs, uid: stat.uid, gid: stat.gid };
       } else {
         yield { kind: 'file', name: e.rel, path: e.abs, size: stat.size, mode: stat.mode, mtimeMs: stat.mtimeMs, uid: stat.uid, gid: stat.gid };
@@ -151,4 +142,23 @@ export class DirSource implements Source {
   }
 
   async release(): Promise<void> {}
+}
+
+/**
+ * The target of a symlink found by walkDir, or null (with a warning) when it cannot be read or
+ * leaves the source: such links are `what` ("stored", "copied") only if they stay inside.
+ */
+export async function insideSymlinkTarget(e: { abs: string; rel: string }, ctx: Pick<BackupContext, 'warn'>, what: string): Promise<string | null> {
+  let target: string;
+  try {
+    target = await fs.promises.readlink(e.abs);
+  } catch (err) {
+    ctx.warn(e.rel, `symlink not readable: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    return null;
+  }
+  if (!symlinkStaysInside(e.rel, target)) {
+    ctx.warn(e.rel, `symlink to ${target} skipped: only relative links that stay inside the source are ${what}`);
+    return null;
+  }
+  return target;
 }
