@@ -59,7 +59,7 @@ describe('loadConfig', () => {
     const e = errorOf(() => loadConfig({ cwd: dir, env: {} }));
     expect(e.code).toBe('CONFIG_INVALID');
     expect(e.message).toMatch(/dataDir: must be a folder path/);
-    expect(e.message).toMatch(/storage\.type: must be "local"/);
+    expect(e.message).toMatch(/storage\.type: must be "local" \(a folder\) or "s3"/);
     expect(e.message).toMatch(/app: set either version or versionCommand, not both/);
     expect(e.message).toMatch(/sources: needs at least one source/);
     expect(e.message).toMatch(/compression\.level: must be 1 \(fastest\) to 9 \(smallest\)/);

@@ -12,7 +12,8 @@ export interface StowageConfig {
   /** The file it came from; null when the embedded default applies. */
   configPath: string | null;
   dataDir: string;
-  storage: { type: 'local'; path: string };
+  /** Local: where archives are. S3: the bucket; `path` is then the local staging folder. */
+  storage: { type: 'local'; path: string } | ({ type: 's3'; path: string } & Omit<Extract<ParsedConfig['storage'], { type: 's3' }>, 'type'>);
   app: { name: string; version?: string; versionCommand?: string; labels: Record<string, string> };
   sources: SourceConfig[];
   excludes: string[];
@@ -107,7 +108,10 @@ export function resolveConfig(parsed: ParsedConfig, baseDir: string, configPath:
   return {
     configPath,
     dataDir,
-    storage: { type: 'local', path: parsed.storage.path ? path.resolve(baseDir, parsed.storage.path) : path.join(dataDir, 'backups') },
+    storage:
+      parsed.storage.type === 's3'
+        ? { ...parsed.storage, path: path.join(dataDir, 'backups') }
+        : { type: 'local', path: parsed.storage.path ? path.resolve(baseDir, parsed.storage.path) : path.join(dataDir, 'backups') },
     app: parsed.app,
     sources: parsed.sources.map((s) => ({ ...s, path: path.resolve(baseDir, s.path) })),
     excludes: parsed.excludes,
@@ -141,4 +145,14 @@ export function defaultConfig(cwd: string, env: NodeJS.ProcessEnv = process.env)
 
 export function isDefaultConfig(config: StowageConfig): boolean {
   return config.configPath === null;
+}
+
+/** The configuration with every secret replaced by a mask, for `show-config` and logs. */
+export function maskConfig(config: StowageConfig): StowageConfig {
+  const copy = structuredClone(config);
+  const mask = (v: string | undefined) => (v ? '******' : v);
+  if (copy.storage.type === 's3') copy.storage.secretAccessKey = mask(copy.storage.secretAccessKey)!;
+  if (copy.settings.backups?.s3) copy.settings.backups.s3.secret = mask(copy.settings.backups.s3.secret)!;
+  for (const w of copy.webhooks) if (w.secret) w.secret = mask(w.secret);
+  return copy;
 }

@@ -81,9 +81,25 @@ export const configSchema = z
   .object({
     dataDir: z.string({ error: 'must be a folder path, e.g. ./stowage-data' }).min(1, 'must be a folder path, e.g. ./stowage-data').default('./stowage-data'),
     storage: z
-      .discriminatedUnion('type', [
-        z.object({ type: z.literal('local'), path: z.string({ error: 'must be a folder path' }).min(1, 'must be a folder path').optional() }).strict(),
-      ], { error: 'must be "local" (S3 arrives with the off-site storage work)' })
+      .discriminatedUnion(
+        'type',
+        [
+          z.object({ type: z.literal('local'), path: z.string({ error: 'must be a folder path' }).min(1, 'must be a folder path').optional() }).strict(),
+          z
+            .object({
+              type: z.literal('s3'),
+              bucket: z.string({ error: 'is required: the bucket name' }).min(3, 'must be a bucket name (3-63 characters)').max(63),
+              prefix: z.string().max(900).default(''),
+              region: z.string().min(1).default('us-east-1'),
+              endpoint: z.string().url('must be a URL such as https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:9000').optional(),
+              accessKeyId: z.string({ error: 'is required (use ${ENV_NAME} to keep it out of the file)' }).min(1),
+              secretAccessKey: z.string({ error: 'is required (use ${ENV_NAME} to keep it out of the file)' }).min(1),
+              forcePathStyle: z.boolean().default(false),
+            })
+            .strict(),
+        ],
+        { error: 'must be "local" (a folder) or "s3" (a bucket)' },
+      )
       .default({ type: 'local' }),
     app: z
       .object({

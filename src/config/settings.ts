@@ -89,8 +89,8 @@ export const settingsSchema = z
         cronMaxKeep: z.number({ error: 'must be a whole number, 1 or more' }).int().min(1, 'must be 1 or more (the number of scheduled backups to keep)').default(7),
         timezone: z.string().refine(isValidTimezone, 'must be an IANA time zone such as "UTC" or "Europe/Berlin"').default('UTC'),
         runMissed: z.boolean().default(true),
-        retention: retentionSchema.default({}),
-        s3: s3SettingsSchema.default({ enabled: false, bucket: '', region: '', endpoint: '', accessKey: '', secret: '', forcePathStyle: false, prefix: '' }),
+        retention: retentionSchema.prefault({}),
+        s3: s3SettingsSchema.prefault({}),
       })
       .strict()
       .superRefine((b, ctx) => {
@@ -99,7 +99,7 @@ export const settingsSchema = z
           if (problem) ctx.addIssue({ code: 'custom', path: ['cron'], message: problem });
         }
       })
-      .default({} as never),
+      .prefault({}),
     verify: z
       .object({ cron: cronField, sample: z.enum(['newest', 'rotate'], { error: 'must be "newest" or "rotate"' }).default('newest') })
       .strict()
@@ -107,7 +107,7 @@ export const settingsSchema = z
         const problem = v.cron ? cronProblem(v.cron) : null;
         if (problem) ctx.addIssue({ code: 'custom', path: ['cron'], message: problem });
       })
-      .default({} as never),
+      .prefault({}),
     drill: z
       .object({ cron: cronField })
       .strict()
@@ -115,7 +115,7 @@ export const settingsSchema = z
         const problem = v.cron ? cronProblem(v.cron) : null;
         if (problem) ctx.addIssue({ code: 'custom', path: ['cron'], message: problem });
       })
-      .default({} as never),
+      .prefault({}),
   })
   .strict();
 

@@ -11,6 +11,16 @@ dataDir: ./stowage-data
 storage:
   type: local
   # path: /var/backups/${appName}
+# or an S3 bucket (AWS, MinIO, R2, Ceph, ...):
+# storage:
+#   type: s3
+#   bucket: my-backups
+#   prefix: ${appName}/
+#   region: eu-west-1
+#   endpoint: https://s3.eu-west-1.amazonaws.com   # omit for AWS; http://127.0.0.1:9000 for MinIO
+#   forcePathStyle: false                           # true for most self-hosted servers
+#   accessKeyId: \${S3_ACCESS_KEY_ID}
+#   secretAccessKey: \${S3_SECRET_ACCESS_KEY}
 
 # Recorded in every backup's manifest (hostname is added automatically).
 app:

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { loadConfig } from '../../config/load.js';
+import { loadConfig, maskConfig } from '../../config/load.js';
 import { action, globalOptions } from '../runtime.js';
 
 export function registerConfig(program: Command): void {
@@ -10,7 +10,7 @@ export function registerConfig(program: Command): void {
     .addHelpText('after', '\nExamples:\n  $ stowage show-config\n  $ STOWAGE_CONFIG=/etc/stowage.yaml stowage show-config --json')
     .action(
       action(async (out, _opts: unknown, cmd: Command) => {
-        const config = loadConfig({ configPath: globalOptions(cmd).config });
+        const config = maskConfig(loadConfig({ configPath: globalOptions(cmd).config })); // secrets masked
         out.result({ ok: true, config });
         out.info(`# ${config.configPath ?? 'embedded default (no stowage.yaml found)'}: valid`);
         out.info(JSON.stringify(config, null, 2));
