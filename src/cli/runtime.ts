@@ -122,3 +122,9 @@ export function engineAction<A extends unknown[]>(fn: (out: Output, stowage: Sto
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
+
+/** The server's auth store, loaded on demand (it pulls in JWT code other commands do not need). */
+export async function authService(stowage: Stowage): Promise<import('../server/auth.js').AuthService> {
+  const { AuthService } = await import('../server/auth.js');
+  return new AuthService(stowage.catalogue.database);
+}

@@ -8,8 +8,8 @@ import { Type, type Static } from 'typebox';
  * This module is imported by the SDK for types only; it must stay free of Node-only imports.
  */
 
-export const SCOPES = ['backups:read', 'backups:create', 'backups:download', 'backups:restore', 'backups:delete', 'backups:export', 'settings'] as const;
-export type Scope = (typeof SCOPES)[number];
+export { SCOPES, type Scope } from './scopes.js';
+import { SCOPES } from './scopes.js';
 
 const IsoDate = (description: string) => Type.String({ format: 'date-time', description });
 

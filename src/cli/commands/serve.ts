@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { serveForever } from '../../server/start.js';
 import { action, globalOptions } from '../runtime.js';
 
 /** `stowage serve` (what `npm start` runs): the REST API on the same engine as the CLI. */
@@ -23,6 +22,8 @@ The API is described in docs/API.md and served at /api/openapi.json.`,
     )
     .action(
       action(async (_out, opts: { http?: string }, cmd: Command) => {
+        // Loaded here, not at the top: Fastify and its plugins would slow every other command's start.
+        const { serveForever } = await import('../../server/start.js');
         await serveForever({ http: opts.http, configPath: globalOptions(cmd).config });
         await new Promise(() => {}); // runs until a signal stops it
       }),

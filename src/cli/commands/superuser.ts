@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
-import { AuthService } from '../../server/auth.js';
-import { engineAction } from '../runtime.js';
+import { authService, engineAction } from '../runtime.js';
 import { readSecret } from '../secret-prompt.js';
 
 /** `stowage superuser create|update|delete|list`: works with the server stopped. */
@@ -33,7 +32,7 @@ create or update a superuser every time the server starts.`,
     .option('--json', 'print one JSON result line')
     .action(
       engineAction(async (out, stowage, email: string, pw: string | undefined) => {
-        const user = await new AuthService(stowage.catalogue.database).createSuperuser(email, await password(pw));
+        const user = await (await authService(stowage)).createSuperuser(email, await password(pw));
         out.result({ ok: true, superuser: user });
         out.info(`Created superuser ${user.email}. Log in with POST /api/collections/_superusers/auth-with-password.`);
       }),
@@ -47,7 +46,7 @@ create or update a superuser every time the server starts.`,
     .option('--json', 'print one JSON result line')
     .action(
       engineAction(async (out, stowage, email: string, pw: string | undefined) => {
-        const user = await new AuthService(stowage.catalogue.database).updateSuperuser(email, await password(pw));
+        const user = await (await authService(stowage)).updateSuperuser(email, await password(pw));
         out.result({ ok: true, superuser: user });
         out.info(`Updated superuser ${user.email}; their existing sessions have ended.`);
       }),
@@ -60,7 +59,7 @@ create or update a superuser every time the server starts.`,
     .option('--json', 'print one JSON result line')
     .action(
       engineAction(async (out, stowage, email: string) => {
-        new AuthService(stowage.catalogue.database).deleteSuperuser(email);
+        (await authService(stowage)).deleteSuperuser(email);
         out.result({ ok: true, deleted: email });
         out.info(`Deleted superuser ${email}.`);
       }),
@@ -72,7 +71,7 @@ create or update a superuser every time the server starts.`,
     .option('--json', 'print one JSON result line')
     .action(
       engineAction(async (out, stowage) => {
-        const users = new AuthService(stowage.catalogue.database).listSuperusers();
+        const users = (await authService(stowage)).listSuperusers();
         out.result({ ok: true, superusers: users });
         if (!users.length) out.info('No superusers. Create one with: stowage superuser create EMAIL');
         for (const u of users) out.info(`${u.email}  (created ${u.created})`);

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
-import { AuthService } from '../../server/auth.js';
-import { SCOPES, type Scope } from '../../server/schemas.js';
-import { collect, engineAction } from '../runtime.js';
+import { SCOPES, type Scope } from '../../server/scopes.js';
+import { authService, collect, engineAction } from '../runtime.js';
 
 /** `stowage token create|list|revoke`: API tokens for scripts, limited by scopes. */
 export function registerToken(program: Command): void {
@@ -31,7 +30,7 @@ The token is printed once; Stowage keeps only its hash. Send it as "Authorizatio
     .description('create an API token; it is shown once')
     .action(
       engineAction(async (out, stowage, name: string, opts: { scope: string[]; expiresDays?: number }) => {
-        const created = new AuthService(stowage.catalogue.database).createApiToken(name, opts.scope as Scope[], opts.expiresDays);
+        const created = (await authService(stowage)).createApiToken(name, opts.scope as Scope[], opts.expiresDays);
         out.result({ ok: true, ...created });
         out.info(`Created API token "${name}" (${created.record.id}) with ${created.record.scopes.join(', ')}.`);
         out.info('Store it now; it cannot be shown again:');
@@ -45,7 +44,7 @@ The token is printed once; Stowage keeps only its hash. Send it as "Authorizatio
     .description('list API tokens (never their secrets)')
     .action(
       engineAction(async (out, stowage) => {
-        const tokens = new AuthService(stowage.catalogue.database).listApiTokens();
+        const tokens = (await authService(stowage)).listApiTokens();
         out.result({ ok: true, tokens });
         if (!tokens.length) out.info('No API tokens. Create one with: stowage token create NAME --scope backups:read');
         for (const t of tokens) out.info(`${t.id}  ${t.name}  ${t.scopes.join(',')}  last used ${t.lastUsedAt ?? 'never'}${t.expiresAt ? `  expires ${t.expiresAt}` : ''}`);
@@ -59,7 +58,7 @@ The token is printed once; Stowage keeps only its hash. Send it as "Authorizatio
     .description('revoke an API token at once')
     .action(
       engineAction(async (out, stowage, id: string) => {
-        new AuthService(stowage.catalogue.database).revokeApiToken(id);
+        (await authService(stowage)).revokeApiToken(id);
         out.result({ ok: true, revoked: id });
         out.info(`Revoked API token ${id}.`);
       }),
