@@ -326,6 +326,12 @@ export const CronPreview = Type.Object({
   next: Type.Array(Type.String({ format: 'date-time' })),
 });
 
+export const S3TestResult = Type.Object({
+  ok: Type.Boolean(),
+  target: Type.String({ description: 'bucket, prefix and endpoint tested (no credentials)' }),
+  steps: Type.Array(Type.Object({ step: Type.String({ description: 'list | write | read | delete' }), ok: Type.Boolean(), message: Type.String(), ms: Type.Integer() })),
+});
+
 export const PruneBody = Type.Object({ dryRun: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
 
 export const PruneResult = Type.Object({

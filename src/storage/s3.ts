@@ -402,6 +402,47 @@ export class S3Storage implements Storage {
     const details = { s3Code: s3Code(err), httpStatus: s3Status(err), requestId: (err as { $metadata?: { requestId?: string } } | null)?.$metadata?.requestId };
     return new StowageError('STORAGE_FAILED', `${what} in ${this.description} failed: ${explain(err, this.bucket, this.where)}`, { details });
   }
+
+  /**
+   * Writes, reads back and deletes a probe object (its name is never a backup key, so no list
+   * ever shows it), and says which step failed and why: for checking settings before use.
+   */
+  async probe(): Promise<Array<{ step: 'list' | 'write' | 'read' | 'delete'; ok: boolean; message: string; ms: number }>> {
+    const steps: Array<{ step: 'list' | 'write' | 'read' | 'delete'; ok: boolean; message: string; ms: number }> = [];
+    const key = `${this.prefix}.stowage-probe-${crypto.randomBytes(6).toString('hex')}`;
+    const body = crypto.randomBytes(64);
+    const run = async (step: 'list' | 'write' | 'read' | 'delete', fn: () => Promise<string>): Promise<boolean> => {
+      const t0 = Date.now();
+      try {
+        steps.push({ step, ok: true, message: await fn(), ms: Date.now() - t0 });
+        return true;
+      } catch (err) {
+        steps.push({ step, ok: false, message: err instanceof StowageError ? err.message : explain(err, this.bucket, this.where), ms: Date.now() - t0 });
+        return false;
+      }
+    };
+    const ok =
+      (await run('list', async () => {
+        await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.prefix, MaxKeys: 1 }));
+        return `listed ${this.bucket}/${this.prefix}`;
+      })) &&
+      (await run('write', async () => {
+        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: body, ContentLength: body.length }));
+        return `wrote ${key}`;
+      }));
+    if (!ok) return steps;
+    await run('read', async () => {
+      const got = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
+      const bytes = Buffer.from(await got.Body!.transformToByteArray());
+      if (!bytes.equals(body)) throw new Error('the object read back differs from what was written (a proxy or gateway changing data?)');
+      return 'read it back intact';
+    });
+    await run('delete', async () => {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+      return 'deleted it';
+    });
+    return steps;
+  }
 }
 
 function exists(key: string): StowageError {

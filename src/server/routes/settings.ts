@@ -3,7 +3,9 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { previewCron } from '../../config/settings-store.js';
 import { SECURED, errorResponses, guard, type ServerContext } from '../context.js';
-import { CronPreview, PruneBody, PruneResult, SettingsBody } from '../schemas.js';
+import { MASK } from '../../config/settings.js';
+import { fieldError } from '../http-errors.js';
+import { CronPreview, PruneBody, PruneResult, S3TestResult, SettingsBody } from '../schemas.js';
 
 type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -43,6 +45,35 @@ export function registerSettingsRoutes(app: App, ctx: ServerContext): void {
     },
     onRequest: guard(ctx, 'settings'),
     handler: async (request) => previewCron(request.query.cron, request.query.timezone ?? stowage.settings.get().backups.timezone),
+  });
+
+  app.post('/api/settings/test-s3', {
+    schema: {
+      tags,
+      summary: 'Check S3 settings: list, write, read back and delete a probe object; says which step failed and why',
+      security: SECURED,
+      body: Type.Record(Type.String(), Type.Unknown(), { description: 'S3 settings to test (backups.s3 shape); fields left out, and a masked secret, come from the stored settings' }),
+      response: { 200: S3TestResult, ...errorResponses(400, 401, 403) },
+    },
+    onRequest: guard(ctx, 'settings'),
+    handler: async (request) => {
+      const stored = stowage.settings.get().backups.s3;
+      const given = request.body as Partial<typeof stored>;
+      const s3 = { ...stored, ...given, secret: given.secret === undefined || given.secret === MASK ? stored.secret : given.secret };
+      if (!s3.bucket) throw fieldError(400, 'bucket', 'validation_required', 'Give a bucket (in the request or in backups.s3).');
+      const { S3Storage } = await import('../../storage/s3.js');
+      const storage = new S3Storage({
+        bucket: s3.bucket,
+        prefix: s3.prefix,
+        region: s3.region || 'us-east-1',
+        endpoint: s3.endpoint || undefined,
+        accessKeyId: s3.accessKey,
+        secretAccessKey: s3.secret,
+        forcePathStyle: s3.forcePathStyle,
+      });
+      const steps = await storage.probe();
+      return { ok: steps.length === 4 && steps.every((st) => st.ok), target: storage.description, steps };
+    },
   });
 
   app.post('/api/backups/prune', {

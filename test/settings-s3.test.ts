@@ -1,0 +1,44 @@
+import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startS3Server } from '../src/testing/s3-server.js';
+import { startTestServer, type TestServer } from '../src/testing/server.js';
+
+describe('POST /api/settings/test-s3', () => {
+  let s3: Awaited<ReturnType<typeof startS3Server>>;
+  let s: TestServer;
+  beforeAll(async () => {
+    s3 = await startS3Server({ buckets: ['probe-bucket'] });
+    s = await startTestServer();
+  });
+  afterAll(async () => {
+    await s?.close();
+    await s3?.stop();
+  });
+  const good = () => ({ enabled: true, bucket: 'probe-bucket', prefix: 'stowage/', region: s3.region, endpoint: s3.endpoint, accessKey: s3.accessKeyId, secret: s3.secretAccessKey, forcePathStyle: true });
+  const test = async (body: object, token = s.adminToken) => s.request('/api/settings/test-s3', { method: 'POST', token, json: body });
+
+  it('writes, reads back and deletes a probe, leaving nothing behind', async () => {
+    const r = await test(good());
+    expect(r.status).toBe(200);
+    const body = (await r.json()) as { ok: boolean; steps: Array<{ step: string; ok: boolean }> };
+    expect(body.ok).toBe(true);
+    expect(body.steps.map((x) => `${x.step}:${x.ok}`)).toEqual(['list:true', 'write:true', 'read:true', 'delete:true']);
+    const client = new S3Client({ region: s3.region, endpoint: s3.endpoint, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
+    const left = await client.send(new ListObjectsV2Command({ Bucket: 'probe-bucket' }));
+    expect(left.Contents ?? []).toEqual([]);
+    client.destroy();
+  });
+
+  it('says which step failed and what to check, without the secret; uses the stored secret when masked', async () => {
+    const wrong = (await (await test({ ...good(), secret: 'not-the-secret' })).json()) as { ok: boolean; steps: Array<{ step: string; ok: boolean; message: string }> };
+    expect(wrong.ok).toBe(false);
+    expect(wrong.steps[0]).toMatchObject({ step: 'list', ok: false, message: expect.stringMatching(/secretAccessKey|secret/) });
+    expect(JSON.stringify(wrong)).not.toContain('not-the-secret');
+    const noBucket = (await (await test({ ...good(), bucket: 'missing-bucket' })).json()) as { steps: Array<{ message: string }> };
+    expect(noBucket.steps[0]!.message).toMatch(/does not exist/);
+    s.stowage.settings.patch({ backups: { s3: good() } });
+    const masked = (await (await test({ secret: '******' })).json()) as { ok: boolean };
+    expect(masked.ok).toBe(true);
+    expect((await test(good(), s.tokenWith('backups:read'))).status).toBe(403);
+  });
+});
