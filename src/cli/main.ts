@@ -15,6 +15,7 @@ import { registerRestoreStatus } from './commands/restore-status.js';
 import { registerShow } from './commands/show.js';
 import { registerSuperuser } from './commands/superuser.js';
 import { registerToken } from './commands/token.js';
+import { registerPoint } from './commands/point.js';
 import { registerPrune } from './commands/prune.js';
 import { registerServe } from './commands/serve.js';
 import { registerSettings } from './commands/settings.js';
@@ -64,6 +65,7 @@ registerConfig(program);
 registerServe(program);
 registerSettings(program);
 registerPrune(program);
+registerPoint(program);
 registerSuperuser(program);
 registerToken(program);
 

@@ -24,6 +24,7 @@ export interface StowageConfig {
   /** Defaults of the runtime settings (see settings.ts). */
   settings: Pick<ParsedConfig, 'backups' | 'verify' | 'drill'>;
   webhooks: ParsedConfig['webhooks'];
+  points: ParsedConfig['points'];
 }
 
 export interface LoadOptions {
@@ -120,6 +121,7 @@ export function resolveConfig(parsed: ParsedConfig, baseDir: string, configPath:
     server: parsed.server,
     settings: { backups: parsed.backups, verify: parsed.verify, drill: parsed.drill },
     webhooks: parsed.webhooks,
+    points: parsed.points,
     // A hook's relative cwd is relative to the configuration file, like every other path.
     hooks: Object.fromEntries(
       Object.entries(parsed.hooks).map(([phase, list]) => [phase, list.map((h) => (h.cwd ? { ...h, cwd: path.resolve(baseDir, h.cwd) } : h))]),
@@ -154,5 +156,6 @@ export function maskConfig(config: StowageConfig): StowageConfig {
   if (copy.storage.type === 's3') copy.storage.secretAccessKey = mask(copy.storage.secretAccessKey)!;
   if (copy.settings.backups?.s3) copy.settings.backups.s3.secret = mask(copy.settings.backups.s3.secret)!;
   for (const w of copy.webhooks) if (w.secret) w.secret = mask(w.secret);
+  for (const p of copy.points) if (p.password) p.password = mask(p.password);
   return copy;
 }

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { hooksSchema } from '../engine/hooks.js';
 import { settingsSchema } from './settings.js';
+import { validatePointUrl } from '../points/url.js';
 
 /**
  * The schema of stowage.yaml. Every field error names the field and what a valid value looks
@@ -142,6 +143,31 @@ export const configSchema = z
     backups: settingsSchema.shape.backups,
     verify: settingsSchema.shape.verify,
     drill: settingsSchema.shape.drill,
+    // Backup points: after a backup of `source`, push its files elsewhere (issue 5).
+    points: z
+      .array(
+        z
+          .object({
+            name: sourceName,
+            source: z.string({ error: 'is required: the name of a dir source' }).min(1),
+            method: z.literal('git', { error: 'must be "git" (S3 points are not available yet)' }),
+            url: z.string({ error: 'is required: the repository address, e.g. https://git.example.com/me/data.git' }).superRefine((url, ctx) => {
+              try {
+                validatePointUrl('git', url);
+              } catch (err) {
+                ctx.addIssue({ code: 'custom', message: (err as Error).message });
+              }
+            }),
+            ignore: excludeList,
+            afterBackup: z.boolean().default(true),
+            username: z.string().optional(),
+            password: z.string().optional(),
+            branch: z.string().default(''),
+          })
+          .strict(),
+        { error: 'must be a list of backup points, each with a name, source, method and url' },
+      )
+      .default([]),
     webhooks: z
       .array(
         z
@@ -158,7 +184,17 @@ export const configSchema = z
       .default([]),
     server: serverSection.default({ http: DEFAULT_HTTP, corsOrigins: [], maxUploadSize: 10e9, maxJsonSize: 1e6, trustProxy: false }),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    const seen = new Set<string>();
+    c.points.forEach((p, i) => {
+      if (seen.has(p.name)) ctx.addIssue({ code: 'custom', path: ['points', i, 'name'], message: `"${p.name}" is used by two points; names must be unique` });
+      seen.add(p.name);
+      const src = c.sources.find((s) => s.name === p.source);
+      if (!src) ctx.addIssue({ code: 'custom', path: ['points', i, 'source'], message: `no source named "${p.source}"; sources: ${c.sources.map((s) => s.name).join(', ')}` });
+      else if (src.kind !== 'dir') ctx.addIssue({ code: 'custom', path: ['points', i, 'source'], message: `"${p.source}" is a ${src.kind} source; points copy the files of a dir source` });
+    });
+  });
 
 export type RawConfig = z.input<typeof configSchema>;
 export type ParsedConfig = z.output<typeof configSchema>;

@@ -162,7 +162,30 @@ const MIGRATIONS: string[] = [
    ALTER TABLE backups ADD COLUMN drill_message TEXT NOT NULL DEFAULT '';`,
   // 4: webhooks and their delivery log (the DDL lives with the dispatcher).
   WEBHOOK_TABLES_SQL,
+  // 5: backup point runs (issue 5).
+  `CREATE TABLE point_runs (
+     id TEXT PRIMARY KEY,
+     point TEXT NOT NULL,
+     backup_key TEXT,
+     status TEXT NOT NULL,
+     message TEXT NOT NULL DEFAULT '',
+     result TEXT NOT NULL DEFAULT '{}',
+     started_at TEXT NOT NULL,
+     finished_at TEXT
+   );
+   CREATE INDEX point_runs_by_point ON point_runs(point, started_at);`,
 ];
+
+export interface PointRunRecord {
+  id: string;
+  point: string;
+  backupKey: string | null;
+  status: 'updated' | 'unchanged' | 'failed';
+  message: string;
+  result: Record<string, unknown>;
+  startedAt: string;
+  finishedAt: string | null;
+}
 
 /** A job's log is bounded: the newest 64 KiB are kept. */
 const MAX_JOB_LOG = 64 * 1024;
@@ -290,6 +313,21 @@ export class Catalogue {
       | { id: string; kind: string; description: string; key: string | null; status: JobStatus; message: string; started_at: string; finished_at: string | null; log: string }
       | undefined;
     return r ? { id: r.id, kind: r.kind, description: r.description, key: r.key, status: r.status, message: r.message, startedAt: r.started_at, finishedAt: r.finished_at, log: r.log } : null;
+  }
+
+  recordPointRun(run: PointRunRecord): void {
+    this.db
+      .prepare('INSERT INTO point_runs (id, point, backup_key, status, message, result, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(run.id, run.point, run.backupKey, run.status, run.message, JSON.stringify(run.result), run.startedAt, run.finishedAt);
+    // The newest 100 runs per point are history enough.
+    this.db.prepare('DELETE FROM point_runs WHERE point = ? AND id NOT IN (SELECT id FROM point_runs WHERE point = ? ORDER BY started_at DESC LIMIT 100)').run(run.point, run.point);
+  }
+
+  lastPointRun(point: string): PointRunRecord | null {
+    const r = this.db.prepare('SELECT * FROM point_runs WHERE point = ? ORDER BY started_at DESC LIMIT 1').get(point) as
+      | { id: string; point: string; backup_key: string | null; status: PointRunRecord['status']; message: string; result: string; started_at: string; finished_at: string | null }
+      | undefined;
+    return r ? { id: r.id, point: r.point, backupKey: r.backup_key, status: r.status, message: r.message, result: JSON.parse(r.result) as Record<string, unknown>, startedAt: r.started_at, finishedAt: r.finished_at } : null;
   }
 
   /** Jobs left running by a process that is gone: they failed. */

@@ -16,7 +16,8 @@ import type { Storage, StoredObject } from '../storage/storage.js';
 import { STOWAGE_VERSION } from '../version.js';
 import { processTag } from '../fs/process.js';
 import { runBackup, type BackupOptions, type ExcludeHook } from './backup.js';
-import { Catalogue, type BackupRecord, type RestoreStatusRecord } from './catalogue.js';
+import { Catalogue, type BackupRecord, type PointRunRecord, type RestoreStatusRecord } from './catalogue.js';
+import { runPoint } from './points.js';
 import type { EngineContext } from './context.js';
 import { CheckFailed, chooseBackup, runDrill, runRecordedVerify, type BackupSample, type DrillOptions, type DrillResult, type RecordedVerifyResult } from './drill.js';
 import { acquireLock, describeHolder, isStale, readLock, type HeldLock } from './lock.js';
@@ -50,7 +51,7 @@ export interface VerifyResult {
   errors: Array<{ path: string; message: string }>;
 }
 
-export type JobKind = 'backup' | 'restore' | 'reset' | 'export' | 'recovery' | 'drill' | 'verify';
+export type JobKind = 'backup' | 'restore' | 'reset' | 'export' | 'recovery' | 'drill' | 'verify' | 'point';
 
 /** A job that has started; `done` settles when it ends (its errors are also in the catalogue). */
 export interface Job<T> {
@@ -223,9 +224,14 @@ export class Stowage extends StowageEmitter {
       onStarted = (r) => resolve(this.toInfo(r, null));
     });
     const key = options.name ? keyFromName(options.name) : null;
-    const job = await this.startJob('backup', `backup${options.name ? ` ${options.name}` : ''}`, key, async () => undefined, async () =>
-      this.toInfo(await runBackup(this.context, { ...options, onStarted: (r) => { options.onStarted?.(r); onStarted(r); } }), null),
-    );
+    const job = await this.startJob('backup', `backup${options.name ? ` ${options.name}` : ''}`, key, async () => undefined, async () => {
+      const record = await runBackup(this.context, { ...options, onStarted: (r) => { options.onStarted?.(r); onStarted(r); } });
+      // Backup points of the sources just backed up, inside the same job (one job at a time);
+      // a point that fails is recorded and reported, and never fails the backup.
+      const backedUp = new Set(record.sources.map((s) => s.name));
+      for (const point of this.config.points) if (point.afterBackup && backedUp.has(point.source)) await runPoint(this.context, point, record.key);
+      return this.toInfo(record, null);
+    });
     const startedOrFailed = Promise.race([started, job.done]);
     startedOrFailed.catch(() => {}); // callers that only await `done` must not see an unhandled rejection
     return { ...job, started: startedOrFailed };
@@ -634,6 +640,18 @@ export class Stowage extends StowageEmitter {
       if (err instanceof CheckFailed) return err.result as RecordedVerifyResult;
       throw err;
     });
+  }
+
+  /** Runs a backup point now (`stowage point run`), as a job; its outcome is in the returned record. */
+  async runPoint(name: string): Promise<PointRunRecord> {
+    const point = this.config.points.find((p) => p.name === name);
+    if (!point) throw new StowageError('USAGE', `no backup point named "${name}"; configured: ${this.config.points.map((p) => p.name).join(', ') || 'none (add one under points: in stowage.yaml)'}`);
+    return (await this.startJob('point', `point ${name}`, null, async () => undefined, () => runPoint(this.context, point, null))).done;
+  }
+
+  /** The configured points with their last run (passwords never included). */
+  listPoints(): Array<{ name: string; source: string; method: string; url: string; branch: string; afterBackup: boolean; lastRun: PointRunRecord | null }> {
+    return this.config.points.map((p) => ({ name: p.name, source: p.source, method: p.method, url: p.url, branch: p.branch, afterBackup: p.afterBackup, lastRun: this.catalogue.lastPointRun(p.name) }));
   }
 
   restoreStatus(): RestoreStatusRecord {

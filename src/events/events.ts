@@ -41,6 +41,9 @@ export interface StowageEvents {
   'prune.completed': { dryRun: boolean; removed: string[]; kept: number; trigger: string };
   /** A scheduled run was missed while Stowage was down (and is run now if runMissed). */
   'schedule.missed': { job: string; scheduledFor: string; runNow: boolean };
+  /** A backup point copied a source elsewhere (or found it already there). */
+  'point.completed': { point: string; backupKey: string | null; status: 'updated' | 'unchanged'; message: string };
+  'point.failed': { point: string; backupKey: string | null; error: { code: string; message: string } };
   /** A scheduled run had to wait for another job. */
   'schedule.delayed': { job: string; scheduledFor: string; waitingFor: string };
 }

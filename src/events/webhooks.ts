@@ -139,6 +139,8 @@ const EVENT_NAME_SET = {
   'prune.completed': true,
   'schedule.missed': true,
   'schedule.delayed': true,
+  'point.completed': true,
+  'point.failed': true,
 } as const satisfies Record<StowageEventName, true>;
 
 /** The names a webhook may subscribe to. `"*"` means every event except `*.progress` (several a second during a job); progress events are delivered only when named. */

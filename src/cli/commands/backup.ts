@@ -27,11 +27,14 @@ Exit status: 0 ok, 1 failed, 2 usage error, 3 completed with warnings (files ski
     .action(
       engineAction(async (out, stowage, opts: { name?: string; description?: string; exclude: string[]; source: string[] }) => {
         stowage.on('backup.progress', (p) => out.progress('backup', p));
+        const points: Array<{ point: string; ok: boolean; message: string }> = [];
+        stowage.on('point.completed', (e) => points.push({ point: e.point, ok: true, message: e.message }));
+        stowage.on('point.failed', (e) => points.push({ point: e.point, ok: false, message: e.error.message }));
         const t0 = Date.now();
         const backup = await stowage.createBackup({ name: opts.name, description: opts.description, excludes: opts.exclude, sources: opts.source });
         const files = backup.sources.reduce((a, s) => a + s.files, 0);
         const bytes = backup.sources.reduce((a, s) => a + s.bytes, 0);
-        out.result({ ok: true, backup });
+        out.result({ ok: true, backup, points });
         out.info(`Backup ${backup.key} completed in ${formatDuration(Date.now() - t0)}: ${formatCount(files)} files, ${formatBytes(bytes)} read, archive ${formatBytes(backup.size)}.`);
         out.info(`  stored in ${stowage.storage.description}`);
         if (backup.warnings.length) {
@@ -39,8 +42,10 @@ Exit status: 0 ok, 1 failed, 2 usage error, 3 completed with warnings (files ski
           for (const w of backup.warnings.slice(0, 20)) out.info(`    ${w.path}: ${w.reason}`);
           if (backup.warnings.length > 20) out.info(`    ... "stowage show ${backup.key}" lists them all`);
         }
+        for (const p of points) out.info(`  point ${p.point}: ${p.ok ? p.message : `FAILED: ${p.message}`}`);
         out.info(`  restore it with: stowage restore ${backup.key}`);
-        return backup.warnings.length ? EXIT.WARNINGS : EXIT.OK;
+        // A point that could not push is a warning: the backup itself is complete.
+        return backup.warnings.length || points.some((p) => !p.ok) ? EXIT.WARNINGS : EXIT.OK;
       }),
     );
 }
