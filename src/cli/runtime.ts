@@ -126,5 +126,5 @@ export function collect(value: string, previous: string[] = []): string[] {
 /** The server's auth store, loaded on demand (it pulls in JWT code other commands do not need). */
 export async function authService(stowage: Stowage): Promise<import('../server/auth.js').AuthService> {
   const { AuthService } = await import('../server/auth.js');
-  return new AuthService(stowage.catalogue.database);
+  return new AuthService(stowage.catalogue);
 }

@@ -1,4 +1,3 @@
-import type Database from 'better-sqlite3';
 import cronstrue from 'cronstrue';
 import { Cron } from 'croner';
 import { StowageError } from '../errors.js';
@@ -43,19 +42,25 @@ function setPath(obj: JsonObject, path: readonly string[], value: Json): void {
   o[path[path.length - 1]!] = value;
 }
 
+/** Where the document is kept: the catalogue's settings table. */
+export interface SettingsTable {
+  getSetting(name: string): string | null;
+  setSetting(name: string, value: string | null): void;
+}
+
 export class SettingsStore {
   private readonly listeners = new Set<(s: Settings) => void>();
 
   constructor(
-    private readonly db: Database.Database,
+    private readonly table: SettingsTable,
     private readonly defaults: Pick<Settings, 'backups' | 'verify' | 'drill'>,
   ) {}
 
   private overrides(): JsonObject {
-    const row = this.db.prepare('SELECT value FROM settings WHERE name = ?').get(OVERRIDES) as { value: string } | undefined;
+    const row = this.table.getSetting(OVERRIDES);
     if (!row) return {};
     try {
-      const parsed = JSON.parse(row.value) as unknown;
+      const parsed = JSON.parse(row) as unknown;
       return isObject(parsed) ? parsed : {};
     } catch {
       return {};
@@ -91,9 +96,7 @@ export class SettingsStore {
       const fields = formatIssues(result.error.issues);
       throw new StowageError('USAGE', `invalid settings: ${fields.map((f) => `${f.field}: ${f.message}`).join('; ')}`, { details: { fields } });
     }
-    this.db
-      .prepare('INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at')
-      .run(OVERRIDES, JSON.stringify(overrides), new Date().toISOString());
+    this.table.setSetting(OVERRIDES, JSON.stringify(overrides));
     for (const l of this.listeners) l(result.data);
     return result.data;
   }

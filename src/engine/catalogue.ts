@@ -292,6 +292,17 @@ export class Catalogue {
     return this.db;
   }
 
+  /** A value of the `settings` table (auth secret, runtime settings, schedule state), or null. */
+  getSetting(name: string): string | null {
+    return (this.db.prepare('SELECT value FROM settings WHERE name = ?').get(name) as { value: string } | undefined)?.value ?? null;
+  }
+
+  /** Sets (or with null, removes) a value of the `settings` table. */
+  setSetting(name: string, value: string | null): void {
+    if (value === null) this.db.prepare('DELETE FROM settings WHERE name = ?').run(name);
+    else this.db.prepare('INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at').run(name, value, new Date().toISOString());
+  }
+
   startJob(kind: string, description: string, key: string | null): string {
     const id = crypto.randomUUID();
     this.db

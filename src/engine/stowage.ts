@@ -101,7 +101,7 @@ export class Stowage extends StowageEmitter {
     this.usingDefaultConfig = config.configPath === null;
     this.storage = storage;
     this.catalogue = new Catalogue(config.dataDir);
-    this.settings = new SettingsStore(this.catalogue.database, config.settings);
+    this.settings = new SettingsStore(this.catalogue, config.settings);
   }
 
   static async open(options: StowageOptions = {}): Promise<Stowage> {

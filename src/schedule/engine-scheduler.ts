@@ -14,7 +14,6 @@ export function createEngineScheduler(
   jobs: JobRunner,
   options: { clock?: Clock; log?: (level: 'info' | 'warn' | 'error', message: string) => void; pollMs?: number; reloadMs?: number } = {},
 ): Scheduler {
-  const db = stowage.catalogue.database;
   const stateKey = (task: TaskName) => `schedule.lastRun.${task}`;
   const describeRun = (run: TaskRun) =>
     `scheduled for ${run.scheduledFor.toISOString()}` +
@@ -35,11 +34,8 @@ export function createEngineScheduler(
       return holder && !isStale(holder) ? describeHolder(holder) : null;
     },
     state: {
-      get: (task) => (db.prepare('SELECT value FROM settings WHERE name = ?').get(stateKey(task)) as { value: string } | undefined)?.value ?? null,
-      set: (task, iso) =>
-        db
-          .prepare('INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at')
-          .run(stateKey(task), iso, new Date().toISOString()),
+      get: (task) => stowage.catalogue.getSetting(stateKey(task)),
+      set: (task, iso) => stowage.catalogue.setSetting(stateKey(task), iso),
     },
     run: {
       backup: async (run) => {

@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import { promisify } from 'node:util';
 import type Database from 'better-sqlite3';
 import { SignJWT, decodeJwt, jwtVerify } from 'jose';
+import type { Catalogue } from '../engine/catalogue.js';
 import { StowageError } from '../errors.js';
 import { SCOPES, type ApiToken, type Scope, type Superuser } from './schemas.js';
 
@@ -113,32 +114,24 @@ function toApiToken(r: TokenRow): ApiToken {
 
 export class AuthService {
   private readonly db: Database.Database;
+  private readonly catalogue: Catalogue;
   private secretKey: Uint8Array | undefined;
   // Compared against when the email is unknown, so a login takes as long either way.
   private dummyHash: Promise<string> | undefined;
 
-  constructor(db: Database.Database) {
-    this.db = db;
-  }
-
-  private setting(name: string): string | null {
-    const row = this.db.prepare('SELECT value FROM settings WHERE name = ?').get(name) as { value: string } | undefined;
-    return row?.value ?? null;
-  }
-
-  private setSetting(name: string, value: string | null): void {
-    if (value === null) this.db.prepare('DELETE FROM settings WHERE name = ?').run(name);
-    else this.db.prepare('INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at').run(name, value, new Date().toISOString());
+  constructor(catalogue: Catalogue) {
+    this.catalogue = catalogue;
+    this.db = catalogue.database;
   }
 
   /** The signing secret, made on first use and kept in the database (never logged or served). */
   private secret(): Uint8Array {
     if (!this.secretKey) {
-      let value = this.setting('auth.secret');
+      let value = this.catalogue.getSetting('auth.secret');
       if (!value) {
         value = crypto.randomBytes(32).toString('base64');
         this.db.prepare('INSERT OR IGNORE INTO settings (name, value, updated_at) VALUES (?, ?, ?)').run('auth.secret', value, new Date().toISOString());
-        value = this.setting('auth.secret')!;
+        value = this.catalogue.getSetting('auth.secret')!;
       }
       this.secretKey = Buffer.from(value, 'base64');
     }
@@ -315,13 +308,13 @@ export class AuthService {
   /** A fresh one-time setup token (valid 1 hour); only its hash is stored. */
   createSetupToken(): string {
     const token = crypto.randomBytes(24).toString('base64url');
-    this.setSetting('auth.setupToken', JSON.stringify({ hash: sha256(token), expiresAt: Date.now() + SETUP_TOKEN_TTL_MS }));
+    this.catalogue.setSetting('auth.setupToken', JSON.stringify({ hash: sha256(token), expiresAt: Date.now() + SETUP_TOKEN_TTL_MS }));
     return token;
   }
 
   /** Creates the first superuser with the setup token; refused once any superuser exists. */
   async completeSetup(token: string, email: string, password: string): Promise<Superuser> {
-    const stored = this.setting('auth.setupToken');
+    const stored = this.catalogue.getSetting('auth.setupToken');
     const parsed = stored ? (JSON.parse(stored) as { hash: string; expiresAt: number }) : null;
     const valid = parsed !== null && safeEqual(sha256(token), parsed.hash) && parsed.expiresAt > Date.now();
     if (!valid || this.countSuperusers() > 0) {
@@ -330,7 +323,7 @@ export class AuthService {
       });
     }
     const user = await this.createSuperuser(email, password);
-    this.setSetting('auth.setupToken', null);
+    this.catalogue.setSetting('auth.setupToken', null);
     return user;
   }
 }

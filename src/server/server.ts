@@ -46,7 +46,7 @@ export async function buildServer(stowage: Stowage, options: ServerOptions = {})
   const context: ServerContext = {
     stowage,
     jobs: options.jobs === 'inline' ? inlineJobs(stowage) : new JobThread(stowage),
-    auth: new AuthService(stowage.catalogue.database),
+    auth: new AuthService(stowage.catalogue),
     limiter: new LoginLimiter(),
     backupKey: rawKey.length >= MIN_BACKUP_KEY_LENGTH ? rawKey : null,
     restoreProgress: null,

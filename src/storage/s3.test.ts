@@ -13,7 +13,7 @@ import { isProcessTagAlive, processTag } from '../fs/process.js';
 import { startS3Server, type S3TestServer } from '../testing/s3-server.js';
 import { hasCommand, makeTempDir, removeDir } from '../testing/tmp.js';
 import { S3Storage, type S3StorageConfig, type S3StorageOptions } from './s3.js';
-import { describeStorage } from './storage.suite.js';
+import { describeStorage, put, read } from './storage.suite.js';
 
 const MiB = 1024 * 1024;
 let server: S3TestServer;
@@ -60,17 +60,6 @@ async function rawKeys(bucket: string, prefix = ''): Promise<string[]> {
   return (r.Contents ?? []).map((o) => o.Key ?? '').sort();
 }
 
-async function put(s: S3Storage, key: string, body: Buffer) {
-  const upload = await s.createUpload(key);
-  await pipeline(Readable.from([body]), upload.stream, { end: false });
-  return upload.commit();
-}
-
-async function read(stream: Readable): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  for await (const c of stream) parts.push(c as Buffer);
-  return Buffer.concat(parts);
-}
 
 /** Counts the S3 operations a storage sends (by command name), and keeps the last input of each. */
 function countCommands(storage: S3Storage): Map<string, number> & { inputs: Map<string, Record<string, unknown>> } {

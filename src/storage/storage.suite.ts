@@ -23,6 +23,19 @@ export interface StorageSuiteOptions {
   timestampResolutionMs?: number;
 }
 
+/** Stores `body` under `key` through an upload (as a backup would). */
+export async function put(s: Storage, key: string, body: Buffer) {
+  const upload = await s.createUpload(key);
+  await pipeline(Readable.from([body]), upload.stream, { end: false });
+  return upload.commit();
+}
+
+export async function read(stream: Readable): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const c of stream) parts.push(c as Buffer);
+  return Buffer.concat(parts);
+}
+
 /**
  * The conformance suite every Storage implementation runs (restic's backend test suite is the
  * model). A new backend is done when this passes against it.
@@ -38,17 +51,6 @@ export function describeStorage(name: string, make: () => Promise<StorageUnderTe
       }
     }
 
-    async function put(s: Storage, key: string, body: Buffer) {
-      const upload = await s.createUpload(key);
-      await pipeline(Readable.from([body]), upload.stream, { end: false });
-      return upload.commit();
-    }
-
-    async function read(stream: Readable): Promise<Buffer> {
-      const parts: Buffer[] = [];
-      for await (const c of stream) parts.push(c as Buffer);
-      return Buffer.concat(parts);
-    }
 
     it('stores, stats, reads (whole and ranges), lists and deletes', () =>
       withStorage(async (s) => {

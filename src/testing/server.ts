@@ -71,7 +71,7 @@ server:
     if (v === undefined) delete process.env[k];
     else process.env[k] = v;
   }
-  const auth = new AuthService(stowage.catalogue.database);
+  const auth = new AuthService(stowage.catalogue);
   if (!auth.listSuperusers().some((u) => u.email === ADMIN_EMAIL)) await auth.createSuperuser(ADMIN_EMAIL, ADMIN_PASSWORD);
   const adminToken = await auth.issueSession(auth.listSuperusers().find((u) => u.email === ADMIN_EMAIL)!);
   const url = server.url;

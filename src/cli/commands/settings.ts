@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { describeCron, previewCron } from '../../config/settings-store.js';
+import { describeCron, mergePatch, previewCron } from '../../config/settings-store.js';
 import { StowageError } from '../../errors.js';
 import { engineAction } from '../runtime.js';
 
@@ -67,8 +67,8 @@ A running server picks changes up within a minute. docs/SCHEDULING.md explains c
     .action(
       engineAction(async (out, stowage, pairs: string[]) => {
         if (pairs.length % 2 !== 0) throw new StowageError('USAGE', 'give NAME VALUE pairs, e.g. stowage settings set backups.cron "0 3 * * *"');
-        let patch: Record<string, unknown> = {};
-        for (let i = 0; i < pairs.length; i += 2) patch = mergeDeep(patch, nest(pairs[i]!, parseValue(pairs[i + 1]!)));
+        let patch: Parameters<typeof mergePatch>[0] = {};
+        for (let i = 0; i < pairs.length; i += 2) patch = mergePatch(patch, nest(pairs[i]!, parseValue(pairs[i + 1]!)) as typeof patch);
         const updated = stowage.settings.masked(stowage.settings.patch(patch));
         out.result({ ok: true, settings: updated });
         out.info('Saved. A running server applies it within a minute.');
@@ -76,11 +76,3 @@ A running server picks changes up within a minute. docs/SCHEDULING.md explains c
     );
 }
 
-function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
-  const out = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    const prev = out[k];
-    out[k] = prev && typeof prev === 'object' && v && typeof v === 'object' && !Array.isArray(v) ? mergeDeep(prev as Record<string, unknown>, v as Record<string, unknown>) : v;
-  }
-  return out;
-}
