@@ -575,6 +575,9 @@ describe('secrets and the CLI alongside the server', () => {
       remove();
     }
     await waitFor(async () => ((await (await s.request('/api/backups/from_api.zip/info', { token: s.adminToken })).json()) as { status: string }).status === 'completed', 30_000, 'backup');
+    // The backup is recorded as completed while its job still holds the lock (points and
+    // afterBackup hooks run inside the job), so wait for the job itself to end.
+    await waitFor(async () => ((await (await s.request('/api/health')).json()) as { canBackup: boolean }).canBackup, 30_000, 'the job to release the lock');
     // Once the server's job is done, the CLI works against the same data folder, and the server lists its backup.
     const cli = stowage(s.root, ['backup', '--name', 'from_cli', '--json']);
     expect(cli.status).toBe(0);
