@@ -24,7 +24,7 @@ export interface SourceEstimate {
 
 export interface Source {
   readonly name: string;
-  readonly kind: 'dir' | 'sqlite';
+  readonly kind: 'dir' | 'sqlite' | 'postgres';
   /** The original absolute path, recorded in the manifest. */
   readonly path: string;
   /** A quick walk for progress totals; no data is read. */
