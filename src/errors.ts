@@ -21,6 +21,8 @@ export type StowageErrorCode =
   | 'STORAGE_FAILED'
   | 'HOOK_FAILED'
   | 'POINT_FAILED'
+  /** An encrypted backup could not be opened: no key or passphrase given, or the wrong one. */
+  | 'DECRYPT_FAILED'
   | 'USAGE';
 
 export class StowageError extends Error {

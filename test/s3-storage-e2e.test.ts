@@ -58,10 +58,95 @@ storage:
     if (run('sh', ['-c', 'command -v unzip']).status === 0) expect(b.result).toBeTruthy();
   });
 
-  it('wrong credentials: a clear error naming what to check, the backup listed as failed', () => {
-    const bad = stowage(dir, ['backup', '--name', 'second', '--json'], { TEST_S3_KEY: s3.accessKeyId, TEST_S3_SECRET: 'wrong-secret-value' });
-    expect(bad.status).toBe(1);
-    expect(String(bad.result?.message)).toMatch(/secret|credential|access key/i);
+  it('wrong credentials: the archive is kept locally, listed as uploading with a reason naming what to check, never the secret', () => {
+    const bad = stowage(dir, ['backup', '--name', 'second', '--json'], { TEST_S3_KEY: s3.accessKeyId, TEST_S3_SECRET: 'wrong-secret-value', STOWAGE_PUSH_RETRY_DELAYS: '' });
+    expect(bad.status, bad.stderr).toBe(3);
+    const backup = bad.result?.backup as { status: string; statusMessage: string };
+    expect(backup.status).toBe('uploading');
+    expect(backup.statusMessage).toMatch(/secret|credential|access key/i);
+    expect(backup.statusMessage).toMatch(/retry-uploads/);
     expect(bad.stdout + bad.stderr).not.toContain('wrong-secret-value');
+    expect(fs.existsSync(path.join(dir, 'data/outbox/second.zip'))).toBe(true);
+    // With the right credentials, the next command uploads it.
+    const retried = stowage(dir, ['retry-uploads', '--json'], env());
+    expect(retried.status, retried.stderr).toBe(0);
+    expect(retried.result?.pushed).toEqual(['second.zip']);
+    expect(fs.existsSync(path.join(dir, 'data/outbox/second.zip'))).toBe(false);
+    const list = stowage(dir, ['list', '--json'], env());
+    expect((list.result?.backups as Array<{ key: string; status: string }>).map((x) => `${x.key}:${x.status}`)).toEqual(['second.zip:completed', 'first.zip:completed']);
+  });
+});
+
+/** S3 that is down during a backup: the backup is never lost, and reaches the bucket later. */
+describe('an S3 outage during a backup', () => {
+  let s3: Awaited<ReturnType<typeof startS3Server>>;
+  let s3Dir: string;
+  let dir: string;
+  beforeAll(async () => {
+    s3Dir = makeTempDir('stowage-s3data-');
+    s3 = await startS3Server({ buckets: ['outage'], directory: s3Dir });
+    dir = makeTempDir('stowage-s3outage-');
+    fs.mkdirSync(path.join(dir, 'app'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'app/a.txt'), 'alpha\n');
+  });
+  afterAll(async () => {
+    await s3?.stop();
+    removeDir(s3Dir);
+    if (dir) removeDir(dir);
+  });
+  const writeConfig = () =>
+    fs.writeFileSync(
+      path.join(dir, 'stowage.yaml'),
+      `dataDir: ./data
+app: { name: outage, version: "1.0.0" }
+sources: [{ name: files, kind: dir, path: ./app }]
+storage: { type: s3, bucket: outage, region: ${s3.region}, endpoint: ${s3.endpoint}, forcePathStyle: true, accessKeyId: ${s3.accessKeyId}, secretAccessKey: ${s3.secretAccessKey} }
+`,
+    );
+  const env = { STOWAGE_PUSH_RETRY_DELAYS: '50,50' };
+  // What the S3 server itself stores (s3rver keeps each object as <key>._S3rver_object).
+  const bucketKeys = () => fs.readdirSync(path.join(s3Dir, 'outage')).filter((n) => n.endsWith('.zip._S3rver_object')).map((n) => n.replace(/\._S3rver_object$/, '')).sort();
+
+  it('keeps the archive, lists it as uploading, restores from it, and uploads it once S3 is back', async () => {
+    writeConfig();
+    const ok = stowage(dir, ['backup', '--name', 'before', '--json'], env);
+    expect(ok.status, ok.stderr).toBe(0);
+    expect((ok.result?.backup as { status: string }).status).toBe('completed');
+    expect(fs.readdirSync(path.join(dir, 'data/outbox'))).toEqual([]);
+
+    await s3.kill();
+    const down = stowage(dir, ['backup', '--name', 'during', '--json'], env);
+    expect(down.status, down.stderr).toBe(3);
+    const during = down.result?.backup as { status: string; statusMessage: string };
+    expect(during.status).toBe('uploading');
+    expect(during.statusMessage).toMatch(/failed after 3 attempts/);
+    expect(during.statusMessage).toContain(path.join(dir, 'data/outbox/during.zip'));
+    const events = down.lines.filter((l) => l.type === 'progress').map((l) => l.phase);
+    expect(events).toContain('uploading');
+
+    // Listing needs the bucket and says so; the local copy is verified and restored meanwhile.
+    const list = stowage(dir, ['list', '--json'], env);
+    expect(list.status).toBe(1);
+    expect(String(list.result?.message)).toMatch(/could not reach .*ECONNREFUSED/);
+    expect(stowage(dir, ['verify', 'during.zip', '--json'], env).status).toBe(0);
+    fs.writeFileSync(path.join(dir, 'app/a.txt'), 'changed\n');
+    const restored = stowage(dir, ['restore', 'during.zip', '--yes', '--no-safety-backup', '--json'], env);
+    expect(restored.status, restored.stderr).toBe(0);
+    expect(fs.readFileSync(path.join(dir, 'app/a.txt'), 'utf8')).toBe('alpha\n');
+    const stillDown = stowage(dir, ['retry-uploads', '--json'], env);
+    expect(stillDown.status).toBe(1);
+    expect((stillDown.result?.failed as Array<{ key: string }>).map((f) => f.key)).toEqual(['during.zip']);
+
+    // S3 is back (same data, a new port): the next backup uploads itself and the one left behind.
+    s3 = await startS3Server({ buckets: [], directory: s3Dir, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
+    writeConfig();
+    const waiting = stowage(dir, ['list', '--json'], env);
+    expect((waiting.result?.backups as Array<{ key: string; status: string }>).map((b) => `${b.key}:${b.status}`)).toEqual(['during.zip:uploading', 'before.zip:completed']);
+    const after = stowage(dir, ['backup', '--name', 'after', '--json'], env);
+    expect(after.status, after.stderr).toBe(0);
+    expect(bucketKeys()).toEqual(['after.zip', 'before.zip', 'during.zip']);
+    expect(fs.readdirSync(path.join(dir, 'data/outbox'))).toEqual([]);
+    const final = stowage(dir, ['list', '--json'], env);
+    expect((final.result?.backups as Array<{ key: string; status: string }>).map((b) => `${b.key}:${b.status}`).sort()).toEqual(['after.zip:completed', 'before.zip:completed', 'during.zip:completed']);
   });
 });

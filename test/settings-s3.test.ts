@@ -41,4 +41,29 @@ describe('POST /api/settings/test-s3', () => {
     expect(masked.ok).toBe(true);
     expect((await test(good(), s.tokenWith('backups:read'))).status).toBe(403);
   });
+
+  it('backups.s3.enabled switches where backups go, without a restart, and back', async () => {
+    const server = await startTestServer({ env: { STOWAGE_PUSH_RETRY_DELAYS: '' } });
+    try {
+      const create = async (name: string) => (await (await server.request('/api/backups', { method: 'POST', token: server.adminToken, json: { name } })).json()) as { key: string; status: string };
+      const keys = async () => ((await (await server.request('/api/backups', { token: server.adminToken })).json()) as Array<{ key: string }>).map((b) => b.key);
+      expect((await create('local_one')).status).toBe('completed');
+      const patched = await server.request('/api/settings', { method: 'PATCH', token: server.adminToken, json: { backups: { s3: { ...good(), prefix: 'switched/' } } } });
+      expect(patched.status).toBe(200);
+      expect((await create('in_s3')).status).toBe('completed');
+      const client = new S3Client({ region: s3.region, endpoint: s3.endpoint, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
+      const objects = await client.send(new ListObjectsV2Command({ Bucket: 'probe-bucket', Prefix: 'switched/' }));
+      client.destroy();
+      expect((objects.Contents ?? []).map((o) => o.Key)).toEqual(['switched/in_s3.zip']);
+      expect(await keys()).toEqual(['in_s3.zip']); // the list is the bucket's now
+      const download = await server.request('/api/backups/in_s3.zip', { token: server.adminToken });
+      expect(download.status).toBe(200);
+      expect(Buffer.from(await download.arrayBuffer()).subarray(0, 2).toString()).toBe('PK');
+      await server.request('/api/settings', { method: 'PATCH', token: server.adminToken, json: { backups: { s3: { enabled: false } } } });
+      expect(await keys()).toEqual(['local_one.zip']);
+    } finally {
+      await server.close();
+    }
+  });
 });
+

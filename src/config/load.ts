@@ -156,6 +156,9 @@ export function maskConfig(config: StowageConfig): StowageConfig {
   if (copy.storage.type === 's3') copy.storage.secretAccessKey = mask(copy.storage.secretAccessKey)!;
   if (copy.settings.backups?.s3) copy.settings.backups.s3.secret = mask(copy.settings.backups.s3.secret)!;
   for (const w of copy.webhooks) if (w.secret) w.secret = mask(w.secret);
-  for (const p of copy.points) if (p.password) p.password = mask(p.password);
+  for (const p of copy.points) {
+    if (p.method === 'git' && p.password) p.password = mask(p.password);
+    if (p.method === 's3' && p.secretAccessKey) p.secretAccessKey = mask(p.secretAccessKey);
+  }
   return copy;
 }

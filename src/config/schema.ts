@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { hooksSchema } from '../engine/hooks.js';
 import { settingsSchema } from './settings.js';
-import { validatePointUrl } from '../points/url.js';
+import { validatePointUrl, type PointMethod } from '../points/url.js';
 
 /**
  * The schema of stowage.yaml. Every field error names the field and what a valid value looks
@@ -39,6 +39,74 @@ const sqliteSource = z
 const source = z.discriminatedUnion('kind', [dirSource, sqliteSource], {
   error: (issue) => (issue.code === 'invalid_union' ? 'kind must be "dir" or "sqlite"' : undefined),
 });
+
+/** A point URL, checked by the method's own rules (points/url.ts) so the message says how to write it. */
+const pointUrl = (method: PointMethod, example: string) =>
+  z.string({ error: `is required: the address, e.g. ${example}` }).superRefine((url, ctx) => {
+    try {
+      validatePointUrl(method, url);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+    }
+  });
+
+const pointCommon = {
+  name: sourceName,
+  source: z.string({ error: 'is required: the name of a dir source' }).min(1, 'is required: the name of a dir source'),
+  ignore: excludeList,
+  afterBackup: z.boolean().default(true),
+};
+
+const gitPoint = z
+  .object({
+    ...pointCommon,
+    method: z.literal('git'),
+    url: pointUrl('git', 'https://git.example.com/me/data.git'),
+    username: z.string().optional(),
+    password: z.string().optional(),
+    branch: z.string().default(''),
+  })
+  .strict();
+
+const s3Point = z
+  .object({
+    ...pointCommon,
+    method: z.literal('s3'),
+    url: pointUrl('s3', 'https://s3.eu-north-1.amazonaws.com/bucket/folder'),
+    accessKeyId: z.string().optional(),
+    secretAccessKey: z.string().optional(),
+    region: z.string().min(1).optional(),
+    /** true: one ZIP at the URL (which must end in .zip); false: the files mirrored under the URL's folder. */
+    archive: z.boolean().default(false),
+    /** Mirror only: delete objects under the folder that are no longer in the source. */
+    prune: z.boolean().default(false),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    let zip = false;
+    try {
+      zip = /\.zip$/i.test(new URL(p.url).pathname);
+    } catch {
+      return; // the URL's own check has said what is wrong with it
+    }
+    if (p.archive && !zip) ctx.addIssue({ code: 'custom', path: ['url'], message: 'with archive: true the URL names the ZIP to write and must end in .zip, e.g. https://s3.eu-north-1.amazonaws.com/bucket/folder/files.zip' });
+    if (!p.archive && zip) ctx.addIssue({ code: 'custom', path: ['url'], message: 'this URL names a .zip file: set archive: true to write one ZIP there, or give a folder URL to mirror the files' });
+    if (p.archive && p.prune) ctx.addIssue({ code: 'custom', path: ['prune'], message: 'prune applies to mirrored files only; remove it, or set archive: false' });
+  });
+
+/** One backup point, in stowage.yaml and in the API (the same rules for both). */
+export const pointSchema = z.discriminatedUnion('method', [gitPoint, s3Point], {
+  error: (issue) => (issue.code === 'invalid_union' ? 'method must be "git" or "s3"' : undefined),
+});
+export type PointConfig = z.output<typeof pointSchema>;
+
+/** Why a point cannot copy `source` (no such source, or not a folder), or null. */
+export function pointSourceProblem(source: string, sources: ReadonlyArray<{ name: string; kind: string }>): string | null {
+  const src = sources.find((s) => s.name === source);
+  if (!src) return `no source named "${source}"; sources: ${sources.map((s) => s.name).join(', ')}`;
+  if (src.kind !== 'dir') return `"${source}" is a ${src.kind} source; points copy the files of a dir source`;
+  return null;
+}
 
 /** `host:port` for the server; the port may be 0 (any free port, for tests). */
 export const HTTP_ADDRESS = /^(\[[0-9a-fA-F:]+\]|[a-zA-Z0-9.-]+):(\d{1,5})$/;
@@ -144,30 +212,7 @@ export const configSchema = z
     verify: settingsSchema.shape.verify,
     drill: settingsSchema.shape.drill,
     // Backup points: after a backup of `source`, push its files elsewhere (issue 5).
-    points: z
-      .array(
-        z
-          .object({
-            name: sourceName,
-            source: z.string({ error: 'is required: the name of a dir source' }).min(1),
-            method: z.literal('git', { error: 'must be "git" (S3 points are not available yet)' }),
-            url: z.string({ error: 'is required: the repository address, e.g. https://git.example.com/me/data.git' }).superRefine((url, ctx) => {
-              try {
-                validatePointUrl('git', url);
-              } catch (err) {
-                ctx.addIssue({ code: 'custom', message: (err as Error).message });
-              }
-            }),
-            ignore: excludeList,
-            afterBackup: z.boolean().default(true),
-            username: z.string().optional(),
-            password: z.string().optional(),
-            branch: z.string().default(''),
-          })
-          .strict(),
-        { error: 'must be a list of backup points, each with a name, source, method and url' },
-      )
-      .default([]),
+    points: z.array(pointSchema, { error: 'must be a list of backup points, each with a name, source, method and url' }).default([]),
     webhooks: z
       .array(
         z
@@ -190,9 +235,8 @@ export const configSchema = z
     c.points.forEach((p, i) => {
       if (seen.has(p.name)) ctx.addIssue({ code: 'custom', path: ['points', i, 'name'], message: `"${p.name}" is used by two points; names must be unique` });
       seen.add(p.name);
-      const src = c.sources.find((s) => s.name === p.source);
-      if (!src) ctx.addIssue({ code: 'custom', path: ['points', i, 'source'], message: `no source named "${p.source}"; sources: ${c.sources.map((s) => s.name).join(', ')}` });
-      else if (src.kind !== 'dir') ctx.addIssue({ code: 'custom', path: ['points', i, 'source'], message: `"${p.source}" is a ${src.kind} source; points copy the files of a dir source` });
+      const problem = pointSourceProblem(p.source, c.sources);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['points', i, 'source'], message: problem });
     });
   });
 

@@ -16,7 +16,10 @@ import { runAfterHooks, runJobHooks } from './job-hooks.js';
 import type { BackupContext, Source } from '../sources/source.js';
 import { defaultKey, keyFromName } from '../storage/keys.js';
 import { LocalStorage } from '../storage/local.js';
-import type { Upload } from '../storage/storage.js';
+import { OutboxStorage } from '../storage/outbox.js';
+import { completedMessage, pushBackup, pushDelays } from './push.js';
+import { resolveStorage } from './storage-choice.js';
+import type { Storage, Upload } from '../storage/storage.js';
 import type { BackupRecord, BackupTrigger, SourceSummary } from './catalogue.js';
 import type { EngineContext } from './context.js';
 
@@ -62,24 +65,31 @@ export function resolveAppVersion(app: EngineContext['config']['app']): string {
  * `<app>_<UTC second>.zip`, or with `_2`, `_3`... when that second's key is taken (a safety
  * backup taken the second after a factory reset's would otherwise collide with it).
  */
-async function freeDefaultKey(ctx: EngineContext, now: Date, trigger: BackupTrigger): Promise<string> {
+async function freeDefaultKey(ctx: EngineContext, storage: Storage, now: Date, trigger: BackupTrigger): Promise<string> {
   const base = defaultKey(ctx.config.app.name, now, TRIGGER_PREFIX[trigger] ?? '').replace(/\.zip$/, '');
   for (let n = 1; ; n++) {
     const key = n === 1 ? `${base}.zip` : `${base}_${n}.zip`;
-    if (!(await ctx.storage.stat(key)) && !ctx.catalogue.getBackup(key)) return key;
+    if (!(await keyTaken(storage, key)) && !ctx.catalogue.getBackup(key)) return key;
   }
+}
+
+/** Whether `key` is in use in `storage` (an outbox answers even when its bucket is unreachable). */
+function keyTaken(storage: Storage, key: string): Promise<boolean> {
+  return storage instanceof OutboxStorage ? storage.keyTaken(key) : storage.stat(key).then((o) => o !== null);
 }
 
 /** Runs one backup. The caller holds the data-folder lock. */
 export async function runBackup(ctx: EngineContext, options: BackupOptions = {}): Promise<BackupRecord> {
-  const { config, storage, events } = ctx;
+  const { config, events } = ctx;
+  // Resolved once: a settings change mid-backup must not split the job between two storages.
+  const storage = await resolveStorage(ctx.storage);
   const trigger = options.trigger ?? 'manual';
   const now = new Date();
   const output = options.output;
-  const key = options.name || output ? keyFromName(options.name ?? defaultKey(config.app.name, now, TRIGGER_PREFIX[trigger] ?? '')) : await freeDefaultKey(ctx, now, trigger);
+  const key = options.name || output ? keyFromName(options.name ?? defaultKey(config.app.name, now, TRIGGER_PREFIX[trigger] ?? '')) : await freeDefaultKey(ctx, storage, now, trigger);
   // An archive written to `output` is not stored: it goes nowhere near storage or the catalogue.
   const catalogue = output ? null : ctx.catalogue;
-  if (!output && (await storage.stat(key))) throw new StowageError('BACKUP_EXISTS', `a backup named ${key} already exists; choose another name or delete it first`);
+  if (!output && (await keyTaken(storage, key))) throw new StowageError('BACKUP_EXISTS', `a backup named ${key} already exists; choose another name or delete it first`);
   const existing = catalogue?.getBackup(key);
   if (existing && existing.status !== 'failed') throw new StowageError('BACKUP_EXISTS', `a backup named ${key} is already ${existing.status}`);
 
@@ -109,7 +119,7 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
     encrypted: false,
   };
   if (catalogue) {
-    catalogue.insertBackup(record);
+    catalogue.insertBackup(record, storage.description);
     options.onStarted?.(record);
     events.emit('backup.started', { key, trigger, sources: sources.map((s) => s.name) });
   }
@@ -247,21 +257,26 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
       for (const w of await runAfterHooks(ctx, 'afterBackup', { ...hookContext, event: 'backup.after', status: 'completed', backupPath })) warn('', w);
       header.warnings = warningCount > warnings.length ? [...warnings, { path: '', reason: `${warningCount - warnings.length} more warnings not listed` }] : [...warnings];
     }
-    const statusMessage = warningCount ? `completed with ${warningCount} warning${warningCount === 1 ? '' : 's'}` : '';
+    const statusMessage = completedMessage(warningCount);
     if (!catalogue) {
       progress.phase = 'completed';
       emitProgress(true);
       return { ...record, status: 'completed', statusMessage, size: stored.size, completedAt: new Date().toISOString(), sources: sourceSummaries, warnings: header.warnings, excludes: header.excludes };
     }
-    catalogue.updateBackup(key, {
-      status: 'completed',
-      statusMessage,
-      size: stored.size,
-      completedAt: new Date().toISOString(),
-      sources: sourceSummaries,
-      warnings: header.warnings,
-      excludes: header.excludes,
-    });
+    const summary = { size: stored.size, sources: sourceSummaries, warnings: header.warnings, excludes: header.excludes };
+    if (storage instanceof OutboxStorage) {
+      // Committed in the local outbox; it is complete once remote storage holds it.
+      catalogue.updateBackup(key, summary);
+      progress.phase = 'uploading';
+      emitProgress(true);
+      const pushed = await pushBackup(ctx, storage, key, pushDelays());
+      if (!pushed.ok) {
+        progress.phase = 'upload-pending';
+        emitProgress(true);
+        return catalogue.getBackup(key)!;
+      }
+    }
+    catalogue.updateBackup(key, { ...summary, status: 'completed', statusMessage, completedAt: new Date().toISOString() });
     const done = catalogue.getBackup(key)!;
     progress.phase = 'completed';
     emitProgress(true);

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { WEBHOOK_TABLES_SQL } from '../events/webhooks.js';
+import { POINT_TABLES_SQL } from './point-store.js';
 
 /**
  * The catalogue: what Stowage knows about each backup beyond the bytes in storage (status,
@@ -12,6 +13,8 @@ import { WEBHOOK_TABLES_SQL } from '../events/webhooks.js';
  * SQLite (WAL) so that a CLI process and a server can share it safely.
  */
 export type BackupStatus = 'started' | 'uploading' | 'completed' | 'failed';
+/** How the status message of a backup being pushed to remote storage begins. */
+export const UPLOADING_PREFIX = 'uploading to ';
 export type BackupTrigger = 'manual' | 'schedule' | 'upload' | 'api' | 'pre-restore';
 export type RestoreState = 'not_run' | 'started' | 'failed' | 'completed' | 'completed_with_errors';
 
@@ -174,6 +177,11 @@ const MIGRATIONS: string[] = [
      finished_at TEXT
    );
    CREATE INDEX point_runs_by_point ON point_runs(point, started_at);`,
+  // 6: backup points managed through the API (the DDL lives with the store).
+  POINT_TABLES_SQL,
+  // 7: where each backup was written (a storage's description), so that switching storage
+  // (S3 on or off in the settings) lists the backups of the storage in force, not the others as lost.
+  `ALTER TABLE backups ADD COLUMN location TEXT NOT NULL DEFAULT '';`,
 ];
 
 export interface PointRunRecord {
@@ -185,6 +193,21 @@ export interface PointRunRecord {
   result: Record<string, unknown>;
   startedAt: string;
   finishedAt: string | null;
+}
+
+interface PointRunRow {
+  id: string;
+  point: string;
+  backup_key: string | null;
+  status: PointRunRecord['status'];
+  message: string;
+  result: string;
+  started_at: string;
+  finished_at: string | null;
+}
+
+function pointRunFromRow(r: PointRunRow): PointRunRecord {
+  return { id: r.id, point: r.point, backupKey: r.backup_key, status: r.status, message: r.message, result: JSON.parse(r.result) as Record<string, unknown>, startedAt: r.started_at, finishedAt: r.finished_at };
 }
 
 /** A job's log is bounded: the newest 64 KiB are kept. */
@@ -261,7 +284,7 @@ function fromRow(r: BackupRow): BackupRecord {
 
 export class Catalogue {
   private readonly db: Database.Database;
-  private listCache: { version: string; records: readonly BackupRecord[] } | null = null;
+  private listCache: { version: string; records: readonly BackupRecord[]; locations: ReadonlyMap<string, string> } | null = null;
   private readonly versionQuery: Database.Statement;
 
   constructor(dataDir: string) {
@@ -335,10 +358,14 @@ export class Catalogue {
   }
 
   lastPointRun(point: string): PointRunRecord | null {
-    const r = this.db.prepare('SELECT * FROM point_runs WHERE point = ? ORDER BY started_at DESC LIMIT 1').get(point) as
-      | { id: string; point: string; backup_key: string | null; status: PointRunRecord['status']; message: string; result: string; started_at: string; finished_at: string | null }
-      | undefined;
-    return r ? { id: r.id, point: r.point, backupKey: r.backup_key, status: r.status, message: r.message, result: JSON.parse(r.result) as Record<string, unknown>, startedAt: r.started_at, finishedAt: r.finished_at } : null;
+    const r = this.db.prepare('SELECT * FROM point_runs WHERE point = ? ORDER BY started_at DESC LIMIT 1').get(point) as PointRunRow | undefined;
+    return r ? pointRunFromRow(r) : null;
+  }
+
+  /** A point's runs, newest first. */
+  listPointRuns(point: string, limit = 20): PointRunRecord[] {
+    const rows = this.db.prepare('SELECT * FROM point_runs WHERE point = ? ORDER BY started_at DESC LIMIT ?').all(point, limit) as PointRunRow[];
+    return rows.map(pointRunFromRow);
   }
 
   /** Jobs left running by a process that is gone: they failed. */
@@ -354,18 +381,20 @@ export class Catalogue {
     return rows.map((r) => ({ id: r.id, kind: r.kind, description: r.description, key: r.key, status: r.status, message: r.message, startedAt: r.started_at, finishedAt: r.finished_at }));
   }
 
-  insertBackup(record: BackupRecord): void {
+  /** `location`: the description of the storage the archive is written to ('' = unknown). */
+  insertBackup(record: BackupRecord, location = ''): void {
     this.db
       .prepare(
         `INSERT INTO backups (key, id, name, description, status, status_message, trigger, created_at, completed_at, size, hostname,
-           app_name, app_version, labels, sources, excludes, warnings, encrypted, pid, updated_at)
+           app_name, app_version, labels, sources, excludes, warnings, encrypted, pid, updated_at, location)
          VALUES (@key, @id, @name, @description, @status, @statusMessage, @trigger, @createdAt, @completedAt, @size, @hostname,
-           @appName, @appVersion, @labels, @sources, @excludes, @warnings, @encrypted, @pid, @updatedAt)
+           @appName, @appVersion, @labels, @sources, @excludes, @warnings, @encrypted, @pid, @updatedAt, @location)
          ON CONFLICT(key) DO UPDATE SET id = excluded.id, name = excluded.name, description = excluded.description, status = excluded.status,
            status_message = excluded.status_message, trigger = excluded.trigger, created_at = excluded.created_at,
            completed_at = excluded.completed_at, size = excluded.size, hostname = excluded.hostname, app_name = excluded.app_name,
            app_version = excluded.app_version, labels = excluded.labels, sources = excluded.sources, excludes = excluded.excludes,
-           warnings = excluded.warnings, encrypted = excluded.encrypted, pid = excluded.pid, updated_at = excluded.updated_at`,
+           warnings = excluded.warnings, encrypted = excluded.encrypted, pid = excluded.pid, updated_at = excluded.updated_at,
+           location = excluded.location`,
       )
       .run({
         ...record,
@@ -376,6 +405,7 @@ export class Catalogue {
         encrypted: record.encrypted ? 1 : 0,
         pid: process.pid,
         updatedAt: new Date().toISOString(),
+        location,
       });
   }
 
@@ -427,11 +457,23 @@ export class Catalogue {
    * on every request, and parsing 1,000 rows costs ~10 ms. The array is shared: do not modify it.
    */
   listBackups(): readonly BackupRecord[] {
+    return this.cachedList().records;
+  }
+
+  /** Keys of backups written to another storage than `location` (a storage's description). */
+  keysElsewhere(location: string): ReadonlySet<string> {
+    const { locations } = this.cachedList();
+    const keys = new Set<string>();
+    for (const [key, where] of locations) if (where && where !== location) keys.add(key);
+    return keys;
+  }
+
+  private cachedList(): { records: readonly BackupRecord[]; locations: ReadonlyMap<string, string> } {
     const version = this.dataVersion();
-    if (this.listCache?.version === version) return this.listCache.records;
-    const records = Object.freeze((this.db.prepare('SELECT * FROM backups ORDER BY created_at DESC, key DESC').all() as BackupRow[]).map(fromRow));
-    this.listCache = { version, records };
-    return records;
+    if (this.listCache?.version === version) return this.listCache;
+    const rows = this.db.prepare('SELECT * FROM backups ORDER BY created_at DESC, key DESC').all() as Array<BackupRow & { location: string }>;
+    this.listCache = { version, records: Object.freeze(rows.map(fromRow)), locations: new Map(rows.map((r) => [r.key, r.location])) };
+    return this.listCache;
   }
 
   private dataVersion(): string {
@@ -443,12 +485,20 @@ export class Catalogue {
     this.db.prepare('DELETE FROM backups WHERE key = ?').run(key);
   }
 
-  /** Backups left `started`/`uploading` by a process that is gone: they failed, say so. */
-  failInterrupted(isRunning: (pid: number) => boolean): string[] {
-    const rows = this.db.prepare(`SELECT key, pid FROM backups WHERE status IN ('started', 'uploading')`).all() as Array<{ key: string; pid: number | null }>;
+  /**
+   * Backups left `started`/`uploading` by a process that is gone: they failed, say so. One whose
+   * archive still waits in the outbox (`isPending`) is whole: it stays `uploading`, to be retried.
+   */
+  failInterrupted(isRunning: (pid: number) => boolean, isPending: (key: string) => boolean = () => false): string[] {
+    const rows = this.db.prepare(`SELECT key, pid, status, status_message FROM backups WHERE status IN ('started', 'uploading')`).all() as Array<{ key: string; pid: number | null; status: BackupStatus; status_message: string }>;
     const failed: string[] = [];
     for (const r of rows) {
       if (r.pid !== null && isRunning(r.pid)) continue;
+      if (r.status === 'uploading' && isPending(r.key)) {
+        // Still "uploading to ..." from the process that died; a failed retry's message is kept.
+        if (r.status_message.startsWith(UPLOADING_PREFIX)) this.updateBackup(r.key, { statusMessage: 'the upload was interrupted (the Stowage process stopped); the archive is kept locally and the upload will be retried' });
+        continue;
+      }
       this.updateBackup(r.key, { status: 'failed', statusMessage: 'interrupted: the Stowage process stopped before the backup completed (crash, kill or power loss); run the backup again' });
       failed.push(r.key);
     }

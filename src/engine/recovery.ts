@@ -1,7 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { EngineContext } from './context.js';
 import { isProcessTagAlive } from '../fs/process.js';
+import { OutboxStorage } from '../storage/outbox.js';
+import type { EngineContext } from './context.js';
+import { resolveStorage } from './storage-choice.js';
 import { finishJournal, readJournal, removeJournal, rollbackJournal } from './restore-journal.js';
 
 export interface RecoveryReport {
@@ -44,7 +46,9 @@ export async function recover(ctx: EngineContext): Promise<RecoveryReport> {
     }
   }
   // We hold the lock: a backup still marked in progress belongs to a process that is gone.
-  report.failedBackups = ctx.catalogue.failInterrupted((pid) => pid === process.pid);
+  const storage = await resolveStorage(ctx.storage);
+  const pending = storage instanceof OutboxStorage ? new Set((await storage.pending()).map((o) => o.key)) : new Set<string>();
+  report.failedBackups = ctx.catalogue.failInterrupted((pid) => pid === process.pid, (key) => pending.has(key));
   ctx.catalogue.failInterruptedJobs((pid) => pid === process.pid);
   report.removedUploads = await ctx.storage.cleanupIncomplete(isProcessTagAlive);
   await removeAbandonedTempDirs(path.dirname(ctx.tempDir));

@@ -17,23 +17,16 @@ import { STOWAGE_VERSION } from '../version.js';
 import { processTag } from '../fs/process.js';
 import { runBackup, type BackupOptions, type ExcludeHook } from './backup.js';
 import { Catalogue, type BackupRecord, type PointRunRecord, type RestoreStatusRecord } from './catalogue.js';
+import { PointStore, type PointView } from './point-store.js';
 import { runPoint } from './points.js';
+import { retryPendingPushes, type RetryResult } from './push.js';
+import { ChosenStorage, chooseStorage, resolveStorage } from './storage-choice.js';
+import { OutboxStorage } from '../storage/outbox.js';
 import type { EngineContext } from './context.js';
 import { CheckFailed, chooseBackup, runDrill, runRecordedVerify, type BackupSample, type DrillOptions, type DrillResult, type RecordedVerifyResult } from './drill.js';
 import { acquireLock, describeHolder, isStale, readLock, type HeldLock } from './lock.js';
 import { recover, type RecoveryReport } from './recovery.js';
 import { restoreDisabledReason, runRestore, type RestoreOptions, type RestoreOutcome } from './restore.js';
-
-/** The configured storage: a local folder, or an S3 bucket (AWS or any S3-compatible service). */
-export async function createStorage(config: StowageConfig): Promise<Storage> {
-  const st = config.storage;
-  if (st.type === 's3') {
-    // Loaded only when used: the AWS SDK adds ~0.2 s to every CLI start otherwise.
-    const { S3Storage } = await import('../storage/s3.js');
-    return new S3Storage({ bucket: st.bucket, prefix: st.prefix, region: st.region, endpoint: st.endpoint, accessKeyId: st.accessKeyId, secretAccessKey: st.secretAccessKey, forcePathStyle: st.forcePathStyle });
-  }
-  return new LocalStorage(st.path);
-}
 
 /** A backup as users see it: the catalogue record plus PocketBase's `modified`. */
 export interface BackupInfo extends BackupRecord {
@@ -51,7 +44,7 @@ export interface VerifyResult {
   errors: Array<{ path: string; message: string }>;
 }
 
-export type JobKind = 'backup' | 'restore' | 'reset' | 'export' | 'recovery' | 'drill' | 'verify' | 'point';
+export type JobKind = 'backup' | 'restore' | 'reset' | 'export' | 'recovery' | 'drill' | 'verify' | 'point' | 'upload';
 
 /** A job that has started; `done` settles when it ends (its errors are also in the catalogue). */
 export interface Job<T> {
@@ -85,6 +78,8 @@ export class Stowage extends StowageEmitter {
   readonly catalogue: Catalogue;
   /** Runtime settings: schedules, retention, S3 (stowage.yaml gives the defaults). */
   readonly settings: SettingsStore;
+  /** Backup points from stowage.yaml (read-only) and from the API (stored, credentials sealed). */
+  readonly points: PointStore;
   /** Set when the embedded default (demo application) is in use. */
   readonly usingDefaultConfig: boolean;
   /** What recovery found when this instance opened (null if it did not run). */
@@ -95,20 +90,28 @@ export class Stowage extends StowageEmitter {
   private currentJobId: string | null = null;
   private listMemo: { stored: readonly StoredObject[]; records: readonly BackupRecord[]; result: readonly BackupInfo[] } | null = null;
 
-  private constructor(config: StowageConfig, storage: Storage) {
+  private constructor(config: StowageConfig) {
     super();
     this.config = config;
     this.usingDefaultConfig = config.configPath === null;
-    this.storage = storage;
     this.catalogue = new Catalogue(config.dataDir);
     this.settings = new SettingsStore(this.catalogue, config.settings);
+    // stowage.yaml's storage, or S3 from the settings when enabled there (switchable at run time).
+    this.storage = new ChosenStorage(() => chooseStorage(config, this.settings.get()));
+    this.points = new PointStore({
+      db: this.catalogue.database,
+      configPoints: config.points,
+      sources: config.sources,
+      dataDir: config.dataDir,
+      lastRun: (name) => this.catalogue.lastPointRun(name),
+    });
   }
 
   static async open(options: StowageOptions = {}): Promise<Stowage> {
     const config = options.config ?? loadConfig(options);
     fs.mkdirSync(config.dataDir, { recursive: true });
     if (config.configPath === null) ensureDemoApp(config);
-    const stowage = new Stowage(config, await createStorage(config));
+    const stowage = new Stowage(config);
     if (!options.skipRecovery) await stowage.recoverIfIdle();
     return stowage;
   }
@@ -229,7 +232,9 @@ export class Stowage extends StowageEmitter {
       // Backup points of the sources just backed up, inside the same job (one job at a time);
       // a point that fails is recorded and reported, and never fails the backup.
       const backedUp = new Set(record.sources.map((s) => s.name));
-      for (const point of this.config.points) if (point.afterBackup && backedUp.has(point.source)) await runPoint(this.context, point, record.key);
+      for (const point of this.points.all()) if (point.afterBackup && backedUp.has(point.source)) await runPoint(this.context, point, record.key);
+      // Remote storage took this one: older backups still waiting in the outbox go too.
+      if (record.status === 'completed') await retryPendingPushes(this.context, { except: record.key });
       return this.toInfo(record, null);
     });
     const startedOrFailed = Promise.race([started, job.done]);
@@ -269,9 +274,12 @@ export class Stowage extends StowageEmitter {
       records = this.catalogue.listBackups();
     }
     const storedByKey = new Map(stored.map((o) => [o.key, o]));
+    // Backups written to another storage (before S3 was switched on or off) are not listed.
+    const elsewhere = this.catalogue.keysElsewhere(this.storage.description);
     const out: BackupInfo[] = [];
     for (const record of records) {
       const obj = storedByKey.get(record.key);
+      if (!obj && elsewhere.has(record.key)) continue;
       const gone = !obj && record.status === 'completed';
       const shown = gone ? { ...record, status: 'failed' as const, statusMessage: `the archive is no longer in ${this.storage.description} (deleted outside Stowage?)` } : record;
       out.push(this.toInfo(shown, obj?.modified ?? null, obj?.size));
@@ -315,7 +323,7 @@ export class Stowage extends StowageEmitter {
         warnings: manifest.warnings,
         encrypted: false,
       };
-      this.catalogue.insertBackup(record);
+      this.catalogue.insertBackup(record, this.storage.description);
       return record;
     } catch (err) {
       if (existing) {
@@ -342,7 +350,7 @@ export class Stowage extends StowageEmitter {
         warnings: [],
         encrypted: false,
       };
-      this.catalogue.insertBackup(record);
+      this.catalogue.insertBackup(record, this.storage.description);
       return record;
     }
   }
@@ -642,16 +650,38 @@ export class Stowage extends StowageEmitter {
     });
   }
 
-  /** Runs a backup point now (`stowage point run`), as a job; its outcome is in the returned record. */
+  /** Runs a backup point now (`stowage point run`, POST /api/points/{name}/run), as a job; its outcome is in the returned record. */
   async runPoint(name: string): Promise<PointRunRecord> {
-    const point = this.config.points.find((p) => p.name === name);
-    if (!point) throw new StowageError('USAGE', `no backup point named "${name}"; configured: ${this.config.points.map((p) => p.name).join(', ') || 'none (add one under points: in stowage.yaml)'}`);
-    return (await this.startJob('point', `point ${name}`, null, async () => undefined, () => runPoint(this.context, point, null))).done;
+    return (await this.startPointRun(name)).done;
   }
 
-  /** The configured points with their last run (passwords never included). */
-  listPoints(): Array<{ name: string; source: string; method: string; url: string; branch: string; afterBackup: boolean; lastRun: PointRunRecord | null }> {
-    return this.config.points.map((p) => ({ name: p.name, source: p.source, method: p.method, url: p.url, branch: p.branch, afterBackup: p.afterBackup, lastRun: this.catalogue.lastPointRun(p.name) }));
+  /** Starts a point run; returns once it holds the lock (BUSY otherwise), like startBackup. */
+  async startPointRun(name: string): Promise<Job<PointRunRecord>> {
+    this.points.describe(name); // an unknown name is refused before taking the lock
+    return this.startJob('point', `point ${name}`, null, async () => undefined, async () => {
+      const point = this.points.get(name);
+      if (!point) throw new StowageError('USAGE', `backup point "${name}" was deleted before it could run`);
+      return runPoint(this.context, point, null);
+    });
+  }
+
+  /**
+   * Uploads backups that wait in the local outbox because remote storage (S3) refused them
+   * (`stowage retry-uploads`; the server calls it every few minutes). One attempt each.
+   */
+  async retryUploads(): Promise<RetryResult> {
+    return (await this.startJob('upload', 'retry uploads', null, async () => undefined, () => retryPendingPushes(this.context))).done;
+  }
+
+  /** Backups written locally and not yet in remote storage (none with local storage). */
+  async pendingUploads(): Promise<StoredObject[]> {
+    const storage = await resolveStorage(this.storage);
+    return storage instanceof OutboxStorage ? storage.pending() : [];
+  }
+
+  /** Every point (stowage.yaml and API) with its last run; credentials masked. */
+  listPoints(): PointView[] {
+    return this.points.list();
   }
 
   restoreStatus(): RestoreStatusRecord {

@@ -24,6 +24,10 @@ export interface StowageEvents {
   'backup.deleted': { key: string };
   /** An archive uploaded from elsewhere, checked and now listed. */
   'backup.uploaded': { key: string; size: number; backup: BackupRecord };
+  /** A backup kept in the local outbox reached remote storage (S3): it is now `completed` there. */
+  'backup.pushed': { key: string; size: number; storage: string; attempts: number };
+  /** Remote storage could not take a backup; it stays in the local outbox, `uploading`, and is retried. */
+  'backup.push_failed': { key: string; storage: string; attempts: number; error: { code: string; message: string } };
   /** A backup streamed to a client and not stored (backup-key export). */
   'export.progress': Progress;
   'restore.started': { key: string; sources: string[]; dryRun: boolean };

@@ -141,6 +141,8 @@ const EVENT_NAME_SET = {
   'schedule.delayed': true,
   'point.completed': true,
   'point.failed': true,
+  'backup.pushed': true,
+  'backup.push_failed': true,
 } as const satisfies Record<StowageEventName, true>;
 
 /** The names a webhook may subscribe to. `"*"` means every event except `*.progress` (several a second during a job); progress events are delivered only when named. */

@@ -1,5 +1,5 @@
 import { StowageApiError, errorFromFailure, errorFromResponse } from './errors.js';
-import { BackupsService, EventsService, TokensService, WebhooksService } from './services.js';
+import { BackupsService, EventsService, PointsService, TokensService, WebhooksService } from './services.js';
 import type { AuthResponse, Health, Job, RestoreStatus, Superuser } from './types.js';
 
 /** Options every call accepts. */
@@ -44,6 +44,7 @@ export class StowageClient {
   readonly tokens: TokensService;
   readonly events: EventsService;
   readonly webhooks: WebhooksService;
+  readonly points: PointsService;
   private readonly fetchImpl: typeof fetch;
 
   constructor(baseUrl: string, options: StowageClientOptions = {}) {
@@ -56,6 +57,7 @@ export class StowageClient {
     this.tokens = new TokensService(this);
     this.events = new EventsService(this);
     this.webhooks = new WebhooksService(this);
+    this.points = new PointsService(this);
   }
 
   /** The absolute (or, with a relative base URL, root-relative) URL of an API path. */

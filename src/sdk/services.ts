@@ -14,7 +14,7 @@ import type {
   RestoreStatus,
   ServerEvent,
 } from './types.js';
-import type { CreateWebhookBody, UpdateWebhookBody, Webhook, WebhookDelivery } from '../server/schemas.js';
+import type { CreatePointBody, CreateWebhookBody, Point, PointRun, UpdatePointBody, UpdateWebhookBody, Webhook, WebhookDelivery } from '../server/schemas.js';
 
 const backupPath = (key: string) => `/api/backups/${encodeURIComponent(key)}`;
 
@@ -209,6 +209,51 @@ export class WebhooksService {
   /** Sends a `webhook.test` event now, once, and resolves with the outcome (`status` delivered or failed, `lastError`). */
   test(id: string, options: RequestOptions = {}): Promise<WebhookDelivery> {
     return this.client.sendJson(`${webhookPath(id)}/test`, { ...options, method: 'POST' });
+  }
+}
+
+const pointPath = (name: string) => `/api/points/${encodeURIComponent(name)}`;
+
+/**
+ * Backup points: a source's files pushed to a Git repository or an S3 bucket after its backups.
+ * Reading needs `backups:read`, running `backups:create`, changing `settings`. Points from
+ * stowage.yaml are listed (`origin: "config"`) but changing them rejects with 409.
+ */
+export class PointsService {
+  constructor(private readonly client: StowageClient) {}
+
+  /** Every point with its last run; credentials are `"******"`. */
+  list(options: RequestOptions = {}): Promise<Point[]> {
+    return this.client.sendJson('/api/points', options);
+  }
+
+  get(name: string, options: RequestOptions = {}): Promise<Point> {
+    return this.client.sendJson(pointPath(name), options);
+  }
+
+  /** Adds a point; invalid fields reject with a 400 whose `data` names each field. */
+  create(body: CreatePointBody, options: RequestOptions = {}): Promise<Point> {
+    return this.client.sendJson('/api/points', { ...options, method: 'POST', json: body });
+  }
+
+  /** Changes the fields given; a credential left out (or `"******"`) is kept, `null` clears it. */
+  update(name: string, body: UpdatePointBody, options: RequestOptions = {}): Promise<Point> {
+    return this.client.sendJson(pointPath(name), { ...options, method: 'PATCH', json: body });
+  }
+
+  async delete(name: string, options: RequestOptions = {}): Promise<void> {
+    await this.client.send(pointPath(name), { ...options, method: 'DELETE' });
+  }
+
+  /** Runs the point now and resolves with the run; a run that could not push has `status: "failed"` and the reason in `message`. */
+  run(name: string, options: RequestOptions = {}): Promise<PointRun> {
+    return this.client.sendJson(`${pointPath(name)}/run`, { ...options, method: 'POST' });
+  }
+
+  /** The point's runs, newest first (default 20, at most 100). */
+  runs(name: string, params: { limit?: number } & RequestOptions = {}): Promise<PointRun[]> {
+    const { limit, ...options } = params;
+    return this.client.sendJson(`${pointPath(name)}/runs`, { ...options, query: { limit } });
   }
 }
 

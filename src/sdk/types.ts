@@ -27,6 +27,10 @@ export type {
   CreateWebhookBody,
   UpdateWebhookBody,
   SettingsBody,
+  Point,
+  PointRun,
+  CreatePointBody,
+  UpdatePointBody,
 } from '../server/schemas.js';
 
 /** One file, folder or symlink of a backup's manifest. */

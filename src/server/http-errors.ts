@@ -41,7 +41,11 @@ const STATUS_BY_CODE: Record<StowageErrorCode, number> = {
   USAGE: 400,
   HOOK_FAILED: 500,
   POINT_FAILED: 502,
+  DECRYPT_FAILED: 400,
 };
+
+/** Refusals of managed records (points): `details.reason` decides the status. */
+const STATUS_BY_REASON: Record<string, number> = { invalid: 400, exists: 400, not_found: 404, read_only: 409 };
 
 function body(status: number, message: string, data: ErrorResponse['data'] = {}): ErrorResponse {
   return { status, message, data };
@@ -66,7 +70,8 @@ export function sendError(error: unknown, request: FastifyRequest, reply: Fastif
     return reply.code(error.statusCode).send(body(error.statusCode, error.message, error.data));
   }
   if (isStowageError(error)) {
-    const status = STATUS_BY_CODE[error.code] ?? 500;
+    const reason = error.details?.reason;
+    const status = (typeof reason === 'string' ? STATUS_BY_REASON[reason] : undefined) ?? STATUS_BY_CODE[error.code] ?? 500;
     if (error.code === 'BUSY') return reply.code(409).send(body(409, BUSY_MESSAGE));
     const fields = (error.details?.fields as Array<{ field: string; message: string }> | undefined) ?? [];
     const data: ErrorResponse['data'] = {};

@@ -1,4 +1,4 @@
-import { Type, type Static } from 'typebox';
+import { Type, type Static, type TSchema } from 'typebox';
 
 /**
  * Every request and response shape of the API, as JSON Schema (TypeBox). Fastify validates
@@ -410,3 +410,112 @@ export const WebhookDelivery = Type.Object(
 export type WebhookDelivery = Static<typeof WebhookDelivery>;
 
 export const DeliveriesQuery = Type.Object({ limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }) });
+
+// ---- backup points (issue 5)
+
+const PointMethod = Type.Union([Type.Literal('git'), Type.Literal('s3')], { description: 'git: commit and push to a repository over HTTP(S); s3: mirror the files (or one ZIP) into a bucket' });
+
+/** Every field a point may have; which apply depends on `method` (the engine checks them together). */
+const pointFields = {
+  name: Type.String({ maxLength: 64, description: 'unique; a-z, 0-9, "_", "-", "."' }),
+  source: Type.String({ maxLength: 64, description: 'the name of a dir source' }),
+  method: PointMethod,
+  url: Type.String({ maxLength: 2048, description: 'git: https://host/owner/repo; s3: https://s3.<region>.amazonaws.com/bucket/folder, https://bucket.s3.<region>.amazonaws.com/folder or http://host:port/bucket/folder (…/file.zip with archive)' }),
+  ignore: Type.Array(Type.String({ minLength: 1, maxLength: 1000 }), { maxItems: 1000, description: 'fnmatch rules, like excludes' }),
+  afterBackup: Type.Boolean({ description: 'run after every backup of the source (default true)' }),
+  username: Type.String({ maxLength: 500, description: 'git' }),
+  password: Type.String({ maxLength: 4096, description: 'git; "******" in responses' }),
+  branch: Type.String({ maxLength: 250, description: 'git; "" = the repository\'s default branch' }),
+  accessKeyId: Type.String({ maxLength: 500, description: 's3' }),
+  secretAccessKey: Type.String({ maxLength: 4096, description: 's3; "******" in responses' }),
+  region: Type.String({ maxLength: 100, description: 's3; taken from the URL when it names one' }),
+  archive: Type.Boolean({ description: 's3: true = one ZIP at the URL; false = mirror the files' }),
+  prune: Type.Boolean({ description: 's3 mirror: delete objects no longer in the source' }),
+};
+
+export const PointRun = Type.Object(
+  {
+    id: Type.String(),
+    point: Type.String(),
+    backupKey: Type.Union([Type.String(), Type.Null()], { description: 'the backup this run followed; null for a run by hand' }),
+    status: Type.Union([Type.Literal('updated'), Type.Literal('unchanged'), Type.Literal('failed')]),
+    message: Type.String(),
+    result: Type.Record(Type.String(), Type.Unknown(), { description: 'commit and branch (git), objectsWritten / objectsDeleted, warnings' }),
+    startedAt: Type.String(),
+    finishedAt: Type.Union([Type.String(), Type.Null()]),
+  },
+  { description: 'One run of a backup point' },
+);
+export type PointRun = Static<typeof PointRun>;
+
+export const Point = Type.Object(
+  {
+    name: pointFields.name,
+    source: pointFields.source,
+    method: PointMethod,
+    url: Type.String({ description: 'without credentials' }),
+    ignore: pointFields.ignore,
+    afterBackup: pointFields.afterBackup,
+    username: Type.Optional(pointFields.username),
+    password: Type.Optional(pointFields.password),
+    branch: Type.Optional(pointFields.branch),
+    accessKeyId: Type.Optional(pointFields.accessKeyId),
+    secretAccessKey: Type.Optional(pointFields.secretAccessKey),
+    region: Type.Optional(pointFields.region),
+    archive: Type.Optional(pointFields.archive),
+    prune: Type.Optional(pointFields.prune),
+    origin: Type.Union([Type.Literal('api'), Type.Literal('config')], { description: 'config: from stowage.yaml, read-only through the API' }),
+    createdAt: Type.Union([Type.String(), Type.Null()]),
+    updatedAt: Type.Union([Type.String(), Type.Null()]),
+    lastRun: Type.Union([PointRun, Type.Null()]),
+  },
+  { description: 'A backup point; credentials masked' },
+);
+export type Point = Static<typeof Point>;
+
+export const CreatePointBody = Type.Object(
+  {
+    name: pointFields.name,
+    source: pointFields.source,
+    method: PointMethod,
+    url: pointFields.url,
+    ignore: Type.Optional(pointFields.ignore),
+    afterBackup: Type.Optional(pointFields.afterBackup),
+    username: Type.Optional(pointFields.username),
+    password: Type.Optional(pointFields.password),
+    branch: Type.Optional(pointFields.branch),
+    accessKeyId: Type.Optional(pointFields.accessKeyId),
+    secretAccessKey: Type.Optional(pointFields.secretAccessKey),
+    region: Type.Optional(pointFields.region),
+    archive: Type.Optional(pointFields.archive),
+    prune: Type.Optional(pointFields.prune),
+  },
+  { additionalProperties: false },
+);
+export type CreatePointBody = Static<typeof CreatePointBody>;
+
+const clearable = <T extends TSchema>(t: T) => Type.Optional(Type.Union([t, Type.Null()]));
+
+export const UpdatePointBody = Type.Object(
+  {
+    source: Type.Optional(pointFields.source),
+    method: Type.Optional(PointMethod),
+    url: Type.Optional(pointFields.url),
+    ignore: Type.Optional(pointFields.ignore),
+    afterBackup: Type.Optional(pointFields.afterBackup),
+    username: clearable(pointFields.username),
+    password: clearable(pointFields.password),
+    branch: Type.Optional(pointFields.branch),
+    accessKeyId: clearable(pointFields.accessKeyId),
+    secretAccessKey: clearable(pointFields.secretAccessKey),
+    region: clearable(pointFields.region),
+    archive: Type.Optional(pointFields.archive),
+    prune: Type.Optional(pointFields.prune),
+  },
+  { additionalProperties: false, description: 'the fields to change; a credential left out or sent back as "******" is kept; null clears it' },
+);
+export type UpdatePointBody = Static<typeof UpdatePointBody>;
+
+export const PointParams = Type.Object({ name: Type.String({ maxLength: 64 }) });
+export const PointRunsQuery = Type.Object({ limit: Type.Integer({ minimum: 1, maximum: 100, default: 20 }) });
+export const PointRunStarted = Type.Object({ jobId: Type.String(), point: Type.String(), status: Type.Literal('started') });

@@ -1,9 +1,9 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { HTTP_ADDRESS } from '../config/schema.js';
-import { JobThread, inlineJobs } from '../engine/job-thread.js';
+import { JobThread, inlineJobs, type JobRunner } from '../engine/job-thread.js';
 import type { Stowage } from '../engine/stowage.js';
-import { StowageError } from '../errors.js';
+import { StowageError, errorMessage, isStowageError } from '../errors.js';
 import { WebhookDispatcher, deliverPendingBeforeExit, syncWebhooksFromConfig } from '../events/webhooks.js';
 import { STOWAGE_VERSION } from '../version.js';
 import { AuthService, LoginLimiter } from './auth.js';
@@ -11,6 +11,7 @@ import type { ServerContext } from './context.js';
 import { HttpError, sendError } from './http-errors.js';
 import { registerAuthRoutes } from './routes/auth.js';
 import { registerBackupRoutes } from './routes/backups.js';
+import { registerPointRoutes } from './routes/points.js';
 import { registerSettingsRoutes } from './routes/settings.js';
 import { registerSystemRoutes } from './routes/system.js';
 import { registerWebhookRoutes } from './routes/webhooks.js';
@@ -146,6 +147,7 @@ export async function buildServer(stowage: Stowage, options: ServerOptions = {})
         { name: 'system', description: 'Health, events, jobs' },
         { name: 'webhooks', description: 'Signed event deliveries to your URLs' },
         { name: 'settings', description: 'Schedules, retention, S3 settings' },
+        { name: 'points', description: 'Backup points: a source\'s files pushed to Git or S3' },
       ],
     },
   });
@@ -159,20 +161,25 @@ export async function buildServer(stowage: Stowage, options: ServerOptions = {})
   registerSystemRoutes(app, context);
   registerWebhookRoutes(app, context);
   registerSettingsRoutes(app, context);
+  registerPointRoutes(app, context);
   app.get('/api/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   // Webhook deliveries a crash or a CLI process left pending: at start, then every minute.
   let resumeTimer: NodeJS.Timeout | undefined;
+  let uploadTimer: NodeJS.Timeout | undefined;
   // Closing the server waits for a running job, then stops the job thread; then webhook
   // attempts on the wire get 3 s, and what is left stays pending for the next start.
   app.addHook('onClose', async () => {
     await context.jobs.close();
     clearInterval(resumeTimer);
+    clearInterval(uploadTimer);
     await deliverPendingBeforeExit(context.webhooks, 3_000);
   });
   await app.ready();
   context.webhooks.resume();
   resumeTimer = setInterval(() => context.webhooks.resume(), 60_000).unref();
+  // Backups that S3 refused wait in the outbox; try them again every 5 minutes when idle.
+  uploadTimer = setInterval(() => void retryUploadsWhenIdle(stowage, context.jobs, log), UPLOAD_RETRY_MS).unref();
   return { app, context };
 }
 
@@ -181,4 +188,17 @@ export function parseHttpAddress(value: string): { host: string; port: number } 
   const port = Number(m?.[2]);
   if (!m || port > 65535) throw new StowageError('USAGE', `"${value}" is not an address to listen on: use host:port, e.g. 127.0.0.1:8090 or 0.0.0.0:8090`);
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
+}
+
+const UPLOAD_RETRY_MS = 5 * 60_000;
+
+async function retryUploadsWhenIdle(stowage: Stowage, jobs: JobRunner, log: { warn(data: unknown, msg: string): void } | undefined): Promise<void> {
+  try {
+    if (stowage.runningJob || jobs.runningJob || !(await stowage.pendingUploads()).length) return;
+    const result = await stowage.retryUploads();
+    for (const f of result.failed) log?.warn({ key: f.key }, f.message);
+  } catch (err) {
+    // Another process holds the lock (BUSY) or S3 is still down: the next round tries again.
+    if (!isStowageError(err, 'BUSY')) log?.warn({ err: { message: errorMessage(err) } }, 'retrying uploads failed');
+  }
 }

@@ -237,6 +237,21 @@ describe('S3Storage specifics', () => {
     }
   });
 
+  it('stores exactly what was written when the writer reuses its buffer after each write (as ZipWriter does)', async () => {
+    const bucket = await newBucket();
+    const s = new S3Storage(configFor(server, bucket), { partSize: 5 * MiB });
+    const expected = crypto.randomBytes(12 * MiB);
+    const upload = await s.createUpload('reused.zip');
+    const scratch = Buffer.alloc(256 * 1024);
+    for (let off = 0; off < expected.length; off += scratch.length) {
+      expected.copy(scratch, 0, off, off + scratch.length);
+      await new Promise<void>((resolve, reject) => upload.stream.write(scratch, (err) => (err ? reject(err) : resolve())));
+      scratch.fill(0xee); // the writer is free to reuse the buffer once the write completed
+    }
+    await upload.commit();
+    expect((await read(await s.get('reused.zip'))).equals(expected)).toBe(true);
+  });
+
   it('downloads a local copy into the temporary folder and removes it on release', async () => {
     const bucket = await newBucket();
     const s = new S3Storage(configFor(server, bucket));

@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   AbortMultipartUploadCommand,
@@ -123,7 +123,11 @@ export class S3Storage implements Storage {
     // The writer's stream feeds the multipart upload's body through a pipe: when the upload
     // fails, the body is torn down by the SDK (an AbortError), and the writer hears the reason
     // instead, as a STORAGE_FAILED.
-    const stream = new PassThrough({ highWaterMark: MiB });
+    // Each chunk is copied: the SDK's multipart uploader keeps references to chunks until a part
+    // is full, while writers (ZipWriter) reuse their buffers once a write has completed. Without
+    // the copy, incompressible entries were uploaded with bytes overwritten (bad CRC). A memcpy
+    // per chunk costs far less than the upload.
+    const stream = new Transform({ highWaterMark: MiB, transform: (chunk: Buffer, _enc, done) => done(null, Buffer.from(chunk)) });
     const body = new PassThrough({ highWaterMark: MiB });
     stream.pipe(body);
     // Errors reach the writer through write callbacks, pipeline() and commit(); an upload that

@@ -22,7 +22,10 @@ Examples:
 
 Rules follow Python's fnmatch against the path relative to the source: "*" also matches "/",
 and a rule naming a folder excludes everything below it.
-Exit status: 0 ok, 1 failed, 2 usage error, 3 completed with warnings (files skipped).`,
+With S3 storage the archive is written locally first, then uploaded; if the upload fails it is
+kept (listed as "uploading", restorable) and retried: "stowage retry-uploads".
+Exit status: 0 ok, 1 failed, 2 usage error, 3 completed with warnings (files skipped, a point
+that could not push, an upload still pending).`,
     )
     .action(
       engineAction(async (out, stowage, opts: { name?: string; description?: string; exclude: string[]; source: string[] }) => {
@@ -34,9 +37,11 @@ Exit status: 0 ok, 1 failed, 2 usage error, 3 completed with warnings (files ski
         const backup = await stowage.createBackup({ name: opts.name, description: opts.description, excludes: opts.exclude, sources: opts.source });
         const files = backup.sources.reduce((a, s) => a + s.files, 0);
         const bytes = backup.sources.reduce((a, s) => a + s.bytes, 0);
+        const uploadPending = backup.status === 'uploading';
         out.result({ ok: true, backup, points });
-        out.info(`Backup ${backup.key} completed in ${formatDuration(Date.now() - t0)}: ${formatCount(files)} files, ${formatBytes(bytes)} read, archive ${formatBytes(backup.size)}.`);
-        out.info(`  stored in ${stowage.storage.description}`);
+        out.info(`Backup ${backup.key} ${uploadPending ? 'written' : 'completed'} in ${formatDuration(Date.now() - t0)}: ${formatCount(files)} files, ${formatBytes(bytes)} read, archive ${formatBytes(backup.size)}.`);
+        if (uploadPending) out.info(`  NOT YET OFF-SITE: ${backup.statusMessage}`);
+        else out.info(`  stored in ${stowage.storage.description}`);
         if (backup.warnings.length) {
           out.info(`  ${backup.warnings.length} warning(s):`);
           for (const w of backup.warnings.slice(0, 20)) out.info(`    ${w.path}: ${w.reason}`);
@@ -44,8 +49,8 @@ Exit status: 0 ok, 1 failed, 2 usage error, 3 completed with warnings (files ski
         }
         for (const p of points) out.info(`  point ${p.point}: ${p.ok ? p.message : `FAILED: ${p.message}`}`);
         out.info(`  restore it with: stowage restore ${backup.key}`);
-        // A point that could not push is a warning: the backup itself is complete.
-        return backup.warnings.length || points.some((p) => !p.ok) ? EXIT.WARNINGS : EXIT.OK;
+        // A point that could not push, or an upload still pending, is a warning: the backup itself is whole.
+        return backup.warnings.length || uploadPending || points.some((p) => !p.ok) ? EXIT.WARNINGS : EXIT.OK;
       }),
     );
 }

@@ -6,7 +6,7 @@ import { engineAction, EXIT } from '../runtime.js';
 export function registerPoint(program: Command): void {
   const cmd = program
     .command('point')
-    .description('backup points: push a source\'s current files to a Git repository (after every backup, or now)')
+    .description('backup points: push a source\'s current files to a Git repository or an S3 bucket (after every backup, or now)')
     .addHelpText(
       'after',
       `
@@ -22,6 +22,17 @@ Points are declared in stowage.yaml:
       branch: ""                     # "" = the repository's default branch
       ignore: ["*.log", "cache"]     # fnmatch rules, like excludes
       afterBackup: true              # push after every backup of that source (default)
+    - name: files-offsite
+      source: files
+      method: s3
+      url: https://s3.eu-north-1.amazonaws.com/acme-mirror/files   # or http://127.0.0.1:9000/bucket/folder
+      accessKeyId: \${S3_KEY}
+      secretAccessKey: \${S3_SECRET}
+      archive: false                 # false: mirror the files; true: one ZIP (the URL ends in .zip)
+      prune: true                    # mirror: delete objects no longer in the source
+
+Points can also be managed through the API (/api/points) while the server runs; their
+credentials are stored encrypted (key: STOWAGE_SECRET, else <dataDir>/secret.key).
 
 Examples:
   $ stowage point list
@@ -53,10 +64,11 @@ Examples:
       engineAction(async (out, stowage) => {
         const points = stowage.listPoints();
         out.result({ ok: true, points });
-        if (!points.length) out.info('No backup points. Declare them under points: in stowage.yaml ("stowage point --help" shows how).');
+        if (!points.length) out.info('No backup points. Declare them under points: in stowage.yaml ("stowage point --help" shows how), or add them with POST /api/points.');
         for (const p of points) {
           const last = p.lastRun ? `${p.lastRun.status} ${formatAge(p.lastRun.startedAt)}: ${p.lastRun.message}` : 'never run';
-          out.info(`${p.name}  ${p.method} ${p.url}${p.branch ? ` (${p.branch})` : ''}  source ${p.source}  last: ${last}`);
+          const mode = p.method === 'git' ? (p.branch ? ` (${p.branch})` : '') : p.archive ? ' (one ZIP)' : ` (mirror${p.prune ? ', prune' : ''})`;
+          out.info(`${p.name}  ${p.method} ${p.url}${mode}  source ${p.source}  from ${p.origin === 'config' ? 'stowage.yaml' : 'the API'}  last: ${last}`);
         }
       }),
     );
