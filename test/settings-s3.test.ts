@@ -50,6 +50,11 @@ describe('POST /api/settings/test-s3', () => {
       expect((await create('local_one')).status).toBe('completed');
       const patched = await server.request('/api/settings', { method: 'PATCH', token: server.adminToken, json: { backups: { s3: { ...good(), prefix: 'switched/' } } } });
       expect(patched.status).toBe(200);
+      // The secret is stored sealed (config/secret-box.ts), and reads back as it was given.
+      const stored = server.stowage.catalogue.getSetting('settings.overrides')!;
+      expect(stored).not.toContain(s3.secretAccessKey);
+      expect(JSON.parse(stored).backups.s3.secret).toMatch(/^sbx1:/);
+      expect(server.stowage.settings.get().backups.s3.secret).toBe(s3.secretAccessKey);
       expect((await create('in_s3')).status).toBe('completed');
       const client = new S3Client({ region: s3.region, endpoint: s3.endpoint, forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
       const objects = await client.send(new ListObjectsV2Command({ Bucket: 'probe-bucket', Prefix: 'switched/' }));

@@ -58,6 +58,10 @@ export class SecretBox {
     return value.startsWith(`${PREFIX}:`);
   }
 
+  isSealed(value: string): boolean {
+    return SecretBox.isSealed(value);
+  }
+
   /** The plain text; a clear error when the key changed or the value was altered. */
   open(sealed: string, context: string): string {
     const [prefix, keyId, data] = sealed.split(':');

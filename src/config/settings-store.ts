@@ -48,23 +48,47 @@ export interface SettingsTable {
   setSetting(name: string, value: string | null): void;
 }
 
+/** Seals secrets before they are stored, and opens them when read (config/secret-box.ts). */
+export interface SecretSealer {
+  seal(plain: string, context: string): string;
+  open(sealed: string, context: string): string;
+  isSealed(value: string): boolean;
+}
+
 export class SettingsStore {
   private readonly listeners = new Set<(s: Settings) => void>();
 
   constructor(
     private readonly table: SettingsTable,
     private readonly defaults: Pick<Settings, 'backups' | 'verify' | 'drill'>,
+    /** When given, secrets (the S3 secret) are stored sealed; a plain stored value still reads. */
+    private readonly sealer?: () => SecretSealer,
   ) {}
 
   private overrides(): JsonObject {
     const row = this.table.getSetting(OVERRIDES);
     if (!row) return {};
+    let parsed: unknown;
     try {
-      const parsed = JSON.parse(row) as unknown;
-      return isObject(parsed) ? parsed : {};
+      parsed = JSON.parse(row);
     } catch {
       return {};
     }
+    if (!isObject(parsed)) return {};
+    for (const path of SECRET_SETTINGS) {
+      const value = getPath(parsed, path);
+      if (typeof value === 'string' && this.sealer?.().isSealed(value)) setPath(parsed, path, this.sealer().open(value, `settings:${path.join('.')}`));
+    }
+    return parsed;
+  }
+
+  private store(overrides: JsonObject): void {
+    const copy = structuredClone(overrides);
+    for (const path of SECRET_SETTINGS) {
+      const value = getPath(copy, path);
+      if (this.sealer && typeof value === 'string' && value) setPath(copy, path, this.sealer().seal(value, `settings:${path.join('.')}`));
+    }
+    this.table.setSetting(OVERRIDES, JSON.stringify(copy));
   }
 
   /** The settings in force. Stored changes that no longer validate (an old version's) fall back to the defaults. */
@@ -96,7 +120,7 @@ export class SettingsStore {
       const fields = formatIssues(result.error.issues);
       throw new StowageError('USAGE', `invalid settings: ${fields.map((f) => `${f.field}: ${f.message}`).join('; ')}`, { details: { fields } });
     }
-    this.table.setSetting(OVERRIDES, JSON.stringify(overrides));
+    this.store(overrides);
     for (const l of this.listeners) l(result.data);
     return result.data;
   }

@@ -57,7 +57,8 @@ interface PointStoreDeps {
   /** Points declared in stowage.yaml: listed and run, never changed through the store. */
   configPoints: readonly PointConfig[];
   sources: ReadonlyArray<{ name: string; kind: string }>;
-  dataDir: string;
+  /** The box that seals stored credentials (opened on first use). */
+  secrets(): SecretBox;
   lastRun(name: string): PointRunRecord | null;
 }
 
@@ -67,14 +68,10 @@ interface PointStoreDeps {
  * schema (`pointSchema`), so a point the API accepts is one the file would accept.
  */
 export class PointStore {
-  private box: SecretBox | null = null;
-
   constructor(private readonly deps: PointStoreDeps) {}
 
-  /** Opened on first use: reading the key file (or STOWAGE_SECRET) is needed only for stored credentials. */
   private secrets(): SecretBox {
-    this.box ??= SecretBox.forDataDir(this.deps.dataDir);
-    return this.box;
+    return this.deps.secrets();
   }
 
   private rows(): PointRow[] {

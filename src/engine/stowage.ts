@@ -17,6 +17,7 @@ import { STOWAGE_VERSION } from '../version.js';
 import { processTag } from '../fs/process.js';
 import { runBackup, type BackupOptions, type ExcludeHook } from './backup.js';
 import { Catalogue, type BackupRecord, type PointRunRecord, type RestoreStatusRecord } from './catalogue.js';
+import { SecretBox } from '../config/secret-box.js';
 import { PointStore, type PointView } from './point-store.js';
 import { runPoint } from './points.js';
 import { retryPendingPushes, type RetryResult } from './push.js';
@@ -95,14 +96,17 @@ export class Stowage extends StowageEmitter {
     this.config = config;
     this.usingDefaultConfig = config.configPath === null;
     this.catalogue = new Catalogue(config.dataDir);
-    this.settings = new SettingsStore(this.catalogue, config.settings);
+    // Opened on first use: only stored credentials need the key file (or STOWAGE_SECRET).
+    let box: SecretBox | null = null;
+    const secrets = () => (box ??= SecretBox.forDataDir(config.dataDir));
+    this.settings = new SettingsStore(this.catalogue, config.settings, secrets);
     // stowage.yaml's storage, or S3 from the settings when enabled there (switchable at run time).
     this.storage = new ChosenStorage(() => chooseStorage(config, this.settings.get()));
     this.points = new PointStore({
       db: this.catalogue.database,
       configPoints: config.points,
       sources: config.sources,
-      dataDir: config.dataDir,
+      secrets,
       lastRun: (name) => this.catalogue.lastPointRun(name),
     });
   }
