@@ -4,6 +4,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import Database from 'better-sqlite3';
 import { stowage } from '../src/testing/cli.js';
+import { startTestServer } from '../src/testing/server.js';
 import { makeTempDir, removeDir } from '../src/testing/tmp.js';
 import { snapshotTree } from '../src/testing/tree-snapshot.js';
 
@@ -198,6 +199,39 @@ describe('stowage verify --record', () => {
       expect(list.find((b) => b.key === 'one.zip')).toMatchObject({ verifyStatus: 'ok', verifiedAt: expect.any(String) });
     } finally {
       removeDir(dir);
+    }
+  });
+});
+
+describe('drills and verification in GET /api/health', () => {
+  it('lastVerifiedRestoreAt and lastVerifiedAt follow the successful drills and verifications, a failed drill leaves them', async () => {
+    const s = await startTestServer();
+    try {
+      type H = { lastVerifiedAt: string | null; lastVerifiedRestoreAt: string | null };
+      const health = async () => ((await (await s.request('/api/health')).json()) as { backups: H }).backups;
+      expect(await health()).toMatchObject({ lastVerifiedAt: null, lastVerifiedRestoreAt: null });
+      const good = await s.stowage.createBackup({ name: 'good' });
+      // `stowage drill` and `stowage verify --record` as separate processes, on the server's data folder.
+      expect(stowage(s.root, ['drill', good.key, '--json']).status).toBe(0);
+      expect(stowage(s.root, ['verify', '--record', good.key, '--json']).status).toBe(0);
+      const info = (await (await s.request(`/api/backups/${good.key}/info`, { token: s.adminToken })).json()) as { drilledAt: string; verifiedAt: string };
+      const after = await health();
+      expect(after).toEqual(expect.objectContaining({ lastVerifiedRestoreAt: info.drilledAt, lastVerifiedAt: info.verifiedAt }));
+      expect(Date.parse(after.lastVerifiedRestoreAt!)).toBeGreaterThan(Date.now() - 60_000);
+
+      // A newer backup whose archive is damaged: its drill fails, and health still shows the last good one.
+      const bad = await s.stowage.createBackup({ name: 'bad' });
+      const file = path.join(s.root, 'data/backups', bad.key);
+      const bytes = fs.readFileSync(file);
+      const name = bytes.indexOf(Buffer.from('files/readme.txt')); // in the entry's local header, 30 bytes in
+      const data = name + bytes.readUInt16LE(name - 30 + 26) + bytes.readUInt16LE(name - 30 + 28);
+      bytes[data] = bytes[data]! ^ 0xff;
+      fs.writeFileSync(file, bytes);
+      expect(stowage(s.root, ['drill', bad.key, '--json']).status).not.toBe(0);
+      expect(((await (await s.request(`/api/backups/${bad.key}/info`, { token: s.adminToken })).json()) as { drillStatus: string }).drillStatus).toBe('failed');
+      expect(await health()).toMatchObject({ lastVerifiedRestoreAt: info.drilledAt, lastVerifiedAt: info.verifiedAt });
+    } finally {
+      await s.close();
     }
   });
 });

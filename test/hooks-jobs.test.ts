@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { stowage } from '../src/testing/cli.js';
+import { oneSourceYaml, startTestServer, waitFor } from '../src/testing/server.js';
 import { makeTempDir, removeDir } from '../src/testing/tmp.js';
 
 /**
@@ -82,10 +83,68 @@ describe('command hooks around jobs', () => {
     expect(JSON.stringify(status)).toMatch(/failed/);
   });
 
+  it('restore hooks get STOWAGE_TRIGGER and STOWAGE_BACKUP_PATH, as backup hooks do', () => {
+    const dump = (label: string) =>
+      `      - command: ["sh", "-c", "echo ${label} \\"$STOWAGE_TRIGGER\\" \\"$STOWAGE_BACKUP_PATH\\" >> ../env.log"]
+        cwd: ./app`;
+    writeConfig(`  afterBackup:\n${dump('after-backup')}\n  beforeRestore:\n${dump('before-restore')}\n  afterRestore:\n${dump('after-restore')}`);
+    expect(stowage(project, ['backup', '--name', 'six', '--json']).status).toBe(0);
+    expect(stowage(project, ['restore', 'six.zip', '--yes', '--no-safety-backup', '--json']).status).toBe(0);
+    // A FILE given by path is restored from there.
+    const copy = path.join(project, 'copy-of-six.zip');
+    fs.copyFileSync(path.join(project, 'data/backups/six.zip'), copy);
+    expect(stowage(project, ['restore', copy, '--yes', '--no-safety-backup', '--json']).status).toBe(0);
+    const env = fs.readFileSync(path.join(project, 'env.log'), 'utf8').trim().split('\n');
+    expect(env.map((l) => l.replace(/"/g, '').replace(fs.realpathSync(project), '<project>'))).toEqual([
+      'after-backup manual <project>/data/backups/six.zip',
+      'before-restore manual <project>/data/backups/six.zip',
+      'after-restore manual <project>/data/backups/six.zip',
+      'before-restore manual <project>/copy-of-six.zip',
+      'after-restore manual <project>/copy-of-six.zip',
+    ]);
+  });
+
   it('hooks that time out are killed and reported', () => {
     writeConfig(`  beforeBackup:\n      - command: ["sleep", "30"]\n        timeout: 300ms`);
     const r = stowage(project, ['backup', '--name', 'five', '--json']);
     expect(r.status).toBe(1);
     expect(String(r.result?.message)).toMatch(/timed out|timeout/i);
+  });
+});
+
+describe('command hooks in the server', () => {
+  it('a restore through the API runs its hooks with STOWAGE_TRIGGER=api, and hook output is in GET /api/jobs/{id}', async () => {
+    const s = await startTestServer({
+      yaml: oneSourceYaml(`hooks:
+  beforeBackup:
+    - command: ["sh", "-c", "echo flushing the cache for $STOWAGE_BACKUP_KEY; echo cache warning >&2"]
+  beforeRestore:
+    - command: ["sh", "-c", "echo stopping the app for $STOWAGE_TRIGGER $STOWAGE_BACKUP_PATH"]`),
+    });
+    try {
+      const made = await s.request('/api/backups', { method: 'POST', token: s.adminToken, json: { name: 'hooked' } });
+      expect(made.status).toBe(200);
+      await waitFor(() => !s.stowage.runningJob, 30_000, 'the backup job to end');
+      const r = await s.request('/api/backups/hooked.zip/restore', { method: 'POST', token: s.adminToken, json: { safetyBackup: false } });
+      expect(r.status).toBe(202);
+      await waitFor(async () => ((await (await s.request('/api/restore-status', { token: s.adminToken })).json()) as { status: string }).status === 'completed', 30_000, 'restore');
+      await waitFor(() => !s.stowage.runningJob, 30_000, 'the restore job to end');
+      const jobs = (await (await s.request('/api/jobs', { token: s.adminToken })).json()) as Array<{ id: string; kind: string; key: string | null }>;
+      const job = async (kind: string) => {
+        const found = jobs.find((j) => j.kind === kind && j.key === 'hooked.zip')!;
+        const res = await s.request(`/api/jobs/${found.id}`, { token: s.tokenWith('backups:read') });
+        expect(res.status).toBe(200);
+        return (await res.json()) as { id: string; kind: string; status: string; log: string };
+      };
+      const backup = await job('backup');
+      expect(backup.status).toBe('completed');
+      expect(backup.log).toContain('beforeBackup[0] stdout: flushing the cache for hooked.zip');
+      expect(backup.log).toContain('beforeBackup[0] stderr: cache warning');
+      const restore = await job('restore');
+      expect(restore.log).toContain(`beforeRestore[0] stdout: stopping the app for api ${path.join(s.root, 'data/backups/hooked.zip')}`);
+      expect((await s.request('/api/jobs/nope', { token: s.adminToken })).status).toBe(404);
+    } finally {
+      await s.close();
+    }
   });
 });

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ADMIN_EMAIL, ADMIN_PASSWORD, startTestServer, waitFor, type TestServer } from '../src/testing/server.js';
+import { ADMIN_EMAIL, ADMIN_PASSWORD, oneSourceYaml, startTestServer, waitFor, type TestServer } from '../src/testing/server.js';
 import { stowage } from '../src/testing/cli.js';
 import { makeTempDir, run } from '../src/testing/tmp.js';
 import type { Scope } from '../src/server/schemas.js';
@@ -45,6 +45,9 @@ describe('the API, route by route and caller by caller', () => {
     { name: 'file token', method: 'POST', path: () => '/api/files/token', scope: 'backups:download', ok: 200 },
     { name: 'restore status', method: 'GET', path: () => '/api/restore-status', scope: 'backups:read', ok: 200 },
     { name: 'jobs', method: 'GET', path: () => '/api/jobs', scope: 'backups:read', ok: 200 },
+    { name: 'job', method: 'GET', path: () => '/api/jobs/nope', scope: 'backups:read', ok: 404 },
+    // An event stream never ends: only 401/403 here (the stream itself is tested with the job thread).
+    { name: 'events', method: 'GET', path: () => '/api/events', scope: 'backups:read', ok: 0 },
     { name: 'tokens list', method: 'GET', path: () => '/api/tokens', scope: 'superuser', ok: 200 },
     { name: 'tokens create', method: 'POST', path: () => '/api/tokens', scope: 'superuser', json: { name: 'x', scopes: ['backups:read'] }, ok: 200 },
     { name: 'auth refresh', method: 'POST', path: () => '/api/collections/_superusers/auth-refresh', scope: 'superuser', ok: 200 },
@@ -100,6 +103,48 @@ describe('the API, route by route and caller by caller', () => {
     const documented = Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m} ${p}`));
     for (const route of expected) expect(documented, route).toContain(route);
     for (const [p, ops] of Object.entries(doc.paths)) for (const [m, op] of Object.entries(ops)) expect(Object.keys(op.responses).length, `${m} ${p}`).toBeGreaterThan(0);
+  });
+
+  it('the OpenAPI document describes every request body: each POST/PATCH/PUT has one with its fields, unless it takes none', async () => {
+    type Media = { schema?: { type?: string | string[]; properties?: Record<string, unknown>; format?: string; required?: string[] } };
+    type Op = { requestBody?: { content?: Record<string, Media> } };
+    const doc = (await (await s.request('/api/openapi.json')).json()) as { paths: Record<string, Record<string, Op>> };
+    // These act on the path and the caller alone.
+    const bodiless = new Set([
+      'post /api/collections/_superusers/auth-refresh',
+      'post /api/backups/{key}/download-token',
+      'post /api/files/token',
+      'post /api/webhooks/{id}/test',
+      'post /api/points/{name}/run',
+    ]);
+    const checked: string[] = [];
+    for (const [p, ops] of Object.entries(doc.paths)) {
+      for (const [m, op] of Object.entries(ops)) {
+        if (!['post', 'patch', 'put'].includes(m)) continue;
+        const route = `${m} ${p}`;
+        if (bodiless.has(route)) {
+          expect(op.requestBody, `${route} takes no body`).toBeUndefined();
+          continue;
+        }
+        const content = op.requestBody?.content ?? {};
+        expect(Object.keys(content).length, `${route} has no requestBody`).toBeGreaterThan(0);
+        const json = content['application/json'];
+        // A JSON body names its fields: a bare "object of anything" documents nothing.
+        if (json) expect(Object.keys(json.schema?.properties ?? {}).length, `${route}: its JSON body lists no fields`).toBeGreaterThan(0);
+        checked.push(route);
+      }
+    }
+    expect(checked).toEqual(expect.arrayContaining(['patch /api/settings', 'post /api/settings/test-s3', 'post /api/backups/upload', 'post /api/backups']));
+    const upload = doc.paths['/api/backups/upload']!.post!.requestBody!.content!;
+    expect(upload['multipart/form-data']?.schema).toMatchObject({ type: 'object', required: ['file'], properties: { file: { type: 'string', format: 'binary' } } });
+    expect(upload['application/octet-stream']?.schema).toMatchObject({ type: 'string', format: 'binary' });
+    const settings = doc.paths['/api/settings']!.patch!.requestBody!.content!['application/json']!.schema!;
+    expect(Object.keys(settings.properties!)).toEqual(['backups', 'verify', 'drill']);
+    expect(settings.properties!.backups).toMatchObject({ type: ['object', 'null'], properties: { cron: { type: ['string', 'null'] }, s3: { properties: { secret: { type: ['string', 'null'] } } } } });
+    const s3 = doc.paths['/api/settings/test-s3']!.post!.requestBody!.content!['application/json']!.schema!;
+    expect(Object.keys(s3.properties!)).toEqual(expect.arrayContaining(['bucket', 'region', 'endpoint', 'accessKey', 'secret', 'forcePathStyle', 'prefix']));
+    // The download's HEAD is documented next to its GET.
+    expect(Object.keys(doc.paths['/api/backups/{key}']!)).toEqual(expect.arrayContaining(['get', 'head', 'delete']));
   });
 
   it('sets security headers and no CORS headers unless configured', async () => {
@@ -166,6 +211,46 @@ describe('the API, route by route and caller by caller', () => {
     expect(cached.status).toBe(304);
   });
 
+  it('HEAD on a download: the real Content-Length, ETag, Accept-Ranges and Content-Disposition, and no body', async () => {
+    const size = fs.statSync(path.join(s.root, 'data/backups', seedKey)).size;
+    const get = await s.request(`/api/backups/${seedKey}`, { token: s.adminToken });
+    await get.arrayBuffer();
+    // fetch() hides a HEAD body, so read the raw response off the socket.
+    const raw = async (pathname: string, headers: Record<string, string> = {}) => {
+      const { request } = await import('node:http');
+      return new Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: Buffer }>((resolve, reject) => {
+        const req = request(`${s.url}${pathname}`, { method: 'HEAD', headers }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    };
+    const head = await raw(`/api/backups/${seedKey}`, { Authorization: s.adminToken });
+    expect(head.status).toBe(200);
+    expect(head.headers).toMatchObject({
+      'content-length': String(size),
+      etag: get.headers.get('etag'),
+      'accept-ranges': 'bytes',
+      'content-disposition': `attachment; filename="${seedKey}"`,
+      'content-type': 'application/zip',
+    });
+    expect(head.body.length).toBe(0);
+    const part = await raw(`/api/backups/${seedKey}`, { Authorization: s.adminToken, Range: 'bytes=10-109' });
+    expect(part.status).toBe(206);
+    expect(part.headers).toMatchObject({ 'content-length': '100', 'content-range': `bytes 10-109/${size}` });
+    expect(part.body.length).toBe(0);
+    // With a download token, as a browser or download manager would check before fetching.
+    const token = ((await (await s.request(`/api/backups/${seedKey}/download-token`, { method: 'POST', token: s.adminToken })).json()) as { token: string }).token;
+    const viaToken = await raw(`/api/backups/${seedKey}?token=${token}`);
+    expect(viaToken.status).toBe(200);
+    expect(viaToken.headers['content-length']).toBe(String(size));
+    expect((await raw(`/api/backups/${seedKey}`)).status).toBe(401);
+    expect((await raw('/api/backups/nope.zip', { Authorization: s.adminToken })).status).toBe(404);
+  });
+
   it('download tokens: valid 3 minutes, bound to their key, never an API credential', async () => {
     const other = ((await (await s.request('/api/backups', { method: 'POST', token: s.adminToken, json: { name: 'other' } })).json()) as { key: string }).key;
     const bound = ((await (await s.request(`/api/backups/${seedKey}/download-token`, { method: 'POST', token: s.adminToken })).json()) as { token: string }).token;
@@ -181,6 +266,18 @@ describe('the API, route by route and caller by caller', () => {
     const { SignJWT } = await import('jose');
     const forged = await new SignJWT({ type: 'file' }).setProtectedHeader({ alg: 'HS256' }).setIssuedAt().setExpirationTime('1s').sign(new Uint8Array(32));
     expect((await s.request(`/api/backups/${seedKey}?token=${forged}`)).status).toBe(403);
+    // A real token, signed with the server's key, issued 3 minutes and 1 second ago: expired.
+    // (403, as PocketBase answers a bad file token, and as docs/API.md says.)
+    const admin = { kind: 'superuser' as const, id: s.auth.listSuperusers().find((u) => u.email === ADMIN_EMAIL)!.id, email: ADMIN_EMAIL };
+    const expired = await s.auth.issueFileToken(admin, seedKey, Date.now() - 181_000);
+    const expiredClaims = JSON.parse(Buffer.from(expired.split('.')[1]!, 'base64url').toString()) as { exp: number; key: string };
+    expect(expiredClaims).toMatchObject({ key: seedKey });
+    expect(expiredClaims.exp).toBeLessThan(Date.now() / 1000);
+    const refused = await s.request(`/api/backups/${seedKey}?token=${expired}`);
+    expect(refused.status).toBe(403);
+    expect(((await refused.json()) as { message: string }).message).toMatch(/expired/);
+    // The same token minted 2 minutes ago is still good: the refusal was the expiry, nothing else.
+    expect((await s.request(`/api/backups/${seedKey}?token=${await s.auth.issueFileToken(admin, seedKey, Date.now() - 120_000)}`)).status).toBe(200);
     const { FILE_TOKEN_TTL_SECONDS } = await import('../src/server/auth.js');
     expect(FILE_TOKEN_TTL_SECONDS).toBe(180);
     // Revoking the API token that asked for a download token voids it at once.
@@ -455,6 +552,38 @@ describe('auth', () => {
     expect(Number(locked.headers.get('retry-after'))).toBeGreaterThan(0);
     // ...while other accounts can still log in.
     expect((await login(ADMIN_EMAIL, ADMIN_PASSWORD)).status).toBe(200);
+  });
+});
+
+describe('the per-address login limit', () => {
+  const login = (s: TestServer, identity: string, password: string, ip: string) =>
+    s.request('/api/collections/_superusers/auth-with-password', { method: 'POST', json: { identity, password }, headers: { 'X-Forwarded-For': ip } });
+  const trusting = oneSourceYaml('', 'trustProxy: true');
+
+  it('behind a proxy (trustProxy): 20 failures from one client address lock that address out, for every account; other addresses still log in', async () => {
+    const s = await startTestServer({ yaml: trusting });
+    try {
+      // Twenty different accounts, so that no per-account limit (10) is reached.
+      for (let i = 0; i < 20; i++) expect((await login(s, `guess${i}@example.com`, 'not the password', '203.0.113.7')).status).toBe(400);
+      const locked = await login(s, ADMIN_EMAIL, ADMIN_PASSWORD, '203.0.113.7');
+      expect(locked.status).toBe(429);
+      expect(Number(locked.headers.get('retry-after'))).toBeGreaterThan(500); // the 10-minute window
+      expect((await login(s, ADMIN_EMAIL, ADMIN_PASSWORD, '203.0.113.8')).status).toBe(200);
+      // The client address is the one the proxy appended, not what the client claimed before it.
+      expect((await login(s, ADMIN_EMAIL, ADMIN_PASSWORD, '10.9.9.9, 203.0.113.7')).status).toBe(429);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('without trustProxy, X-Forwarded-For is ignored: a client cannot dodge the limit by inventing addresses', async () => {
+    const s = await startTestServer();
+    try {
+      for (let i = 0; i < 20; i++) expect((await login(s, `guess${i}@example.com`, 'not the password', `198.51.100.${i}`)).status).toBe(400);
+      expect((await login(s, ADMIN_EMAIL, ADMIN_PASSWORD, '198.51.100.200')).status).toBe(429);
+    } finally {
+      await s.close();
+    }
   });
 });
 

@@ -15,8 +15,8 @@ describe('stowage serve, superuser and token commands', () => {
   });
 
   /** Starts `stowage serve --http 127.0.0.1:0` in `cwd` and resolves with its URL and output. */
-  async function serve(cwd: string, env: NodeJS.ProcessEnv = {}): Promise<{ url: string; child: ChildProcess; output: () => string }> {
-    const child = spawn(process.execPath, [CLI, 'serve', '--http', '127.0.0.1:0'], { cwd, env: { ...process.env, ...env } });
+  async function serve(cwd: string, env: NodeJS.ProcessEnv = {}, args = ['--http', '127.0.0.1:0']): Promise<{ url: string; child: ChildProcess; output: () => string }> {
+    const child = spawn(process.execPath, [CLI, 'serve', ...args], { cwd, env: { ...process.env, ...env } });
     children.push(child);
     let output = '';
     child.stdout!.on('data', (d: Buffer) => (output += d.toString()));
@@ -108,6 +108,36 @@ describe('stowage serve, superuser and token commands', () => {
     expect(allowed.headers.get('access-control-allow-origin')).toBe('https://admin.example.com');
     const other = await fetch(`${url}/api/health`, { headers: { Origin: 'https://evil.example.com' } });
     expect(other.headers.get('access-control-allow-origin')).toBeNull();
+  });
+
+  it('listens where STOWAGE_HTTP says when --http is not given, over server.http; --http wins over both', async () => {
+    const dir = makeTempDir();
+    dirs.push(dir);
+    fs.mkdirSync(path.join(dir, 'data'));
+    // 192.0.2.1 (TEST-NET) is no address of this machine: listening there would fail.
+    fs.writeFileSync(path.join(dir, 'stowage.yaml'), 'sources: [{ name: files, kind: dir, path: ./data }]\nserver: { http: "192.0.2.1:8090" }\n');
+    const fromEnv = await serve(dir, { STOWAGE_HTTP: '127.0.0.1:0' }, []);
+    expect((await fetch(`${fromEnv.url}/api/health`)).status).toBe(200);
+    fromEnv.child.kill('SIGTERM');
+    const fromFlag = await serve(dir, { STOWAGE_HTTP: '192.0.2.1:1' });
+    expect((await fetch(`${fromFlag.url}/api/health`)).status).toBe(200);
+  });
+
+  it('listens on 127.0.0.1:8090 by default, with or without a configuration file (loopback only)', async () => {
+    const { listenAddress } = await import('../src/server/start.js');
+    const { defaultConfig, loadConfigFile } = await import('../src/config/load.js');
+    const dir = makeTempDir();
+    dirs.push(dir);
+    fs.mkdirSync(path.join(dir, 'data'));
+    fs.writeFileSync(path.join(dir, 'stowage.yaml'), 'sources: [{ name: files, kind: dir, path: ./data }]\n');
+    const fromFile = loadConfigFile(path.join(dir, 'stowage.yaml'), {});
+    expect(fromFile.server.http).toBe('127.0.0.1:8090');
+    expect(listenAddress(undefined, {}, fromFile)).toEqual({ host: '127.0.0.1', port: 8090 });
+    expect(listenAddress(undefined, {}, defaultConfig(dir, {}))).toEqual({ host: '127.0.0.1', port: 8090 });
+    // An empty STOWAGE_HTTP (a compose file's "STOWAGE_HTTP=") is no setting.
+    expect(listenAddress(undefined, { STOWAGE_HTTP: '' }, fromFile)).toEqual({ host: '127.0.0.1', port: 8090 });
+    expect(listenAddress(undefined, { STOWAGE_HTTP: '0.0.0.0:9000' }, fromFile)).toEqual({ host: '0.0.0.0', port: 9000 });
+    expect(listenAddress('[::1]:9001', { STOWAGE_HTTP: '0.0.0.0:9000' }, fromFile)).toEqual({ host: '::1', port: 9001 });
   });
 
   it('refuses a bad --http address with a clear message', () => {

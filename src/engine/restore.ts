@@ -39,6 +39,8 @@ export interface RestoreOptions {
   targetDir?: string;
   /** Override restore.safetyBackup for this run. */
   safetyBackup?: boolean;
+  /** What started the restore, for the command hooks' STOWAGE_TRIGGER: "manual" (CLI, library; the default), "api", ... */
+  trigger?: string;
 }
 
 export interface RestoreOutcome {
@@ -150,7 +152,7 @@ export async function runRestore(
       const status: RestoreStatusRecord = { ...catalogue.getRestoreStatus() };
       return { status, plan };
     }
-    return await restoreSelected(ctx, reader, archive.key, selected, skipped, options, safetyBackup, neverInclude);
+    return await restoreSelected(ctx, reader, archive, selected, skipped, options, safetyBackup, neverInclude);
   } finally {
     reader.close();
   }
@@ -159,7 +161,7 @@ export async function runRestore(
 async function restoreSelected(
   ctx: EngineContext,
   reader: ArchiveReader,
-  key: string,
+  archive: { file: string; key: string },
   selected: Selected[],
   skipped: SourceRestoreResult[],
   options: RestoreOptions,
@@ -167,6 +169,7 @@ async function restoreSelected(
   neverInclude: string[],
 ): Promise<RestoreOutcome> {
   const { config, catalogue, events } = ctx;
+  const { key } = archive;
   const id = crypto.randomBytes(6).toString('hex');
   const startedAt = new Date().toISOString();
   const results: SourceRestoreResult[] = [
@@ -191,7 +194,9 @@ async function restoreSelected(
   const scratch = path.join(ctx.tempDir, `restore-${id}`);
   const journal: RestoreJournal = { version: 1, id, key, startedAt, phase: 'staging', keepPrevious: config.restore.keepPrevious, scratch, dirs: [], sqlite: [] };
   const warnings: string[] = [];
-  const hookContext = { backupKey: key, sources: selected.map((s) => s.source.name) };
+  // STOWAGE_BACKUP_PATH is the archive this restore reads, on local disk while the hooks run (the
+  // stored file for local storage or a FILE given by path; a temporary copy for S3).
+  const hookContext = { backupKey: key, backupPath: archive.file, trigger: options.trigger ?? 'manual', sources: selected.map((s) => s.source.name) };
   let hooksStarted = false;
   try {
     await checkFreeSpace(selected);

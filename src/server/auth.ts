@@ -279,11 +279,13 @@ export class AuthService {
 
   // ---- download tokens
 
-  async issueFileToken(principal: Principal, key?: string): Promise<string> {
+  /** A download token, valid FILE_TOKEN_TTL_SECONDS from `now` (a test may issue one in the past). */
+  async issueFileToken(principal: Principal, key?: string, now = Date.now()): Promise<string> {
+    const iat = Math.floor(now / 1000);
     return new SignJWT({ type: 'file', by: principal.kind === 'superuser' ? `su:${principal.id}` : `tok:${principal.id}`, ...(key ? { key } : {}) })
       .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-      .setIssuedAt()
-      .setExpirationTime(`${FILE_TOKEN_TTL_SECONDS}s`)
+      .setIssuedAt(iat)
+      .setExpirationTime(iat + FILE_TOKEN_TTL_SECONDS)
       .sign(this.fileKey());
   }
 

@@ -86,6 +86,23 @@ export const CreateBackupBody = Type.Object(
 );
 export type CreateBackupBody = Static<typeof CreateBackupBody>;
 
+/**
+ * POST /api/backups/upload, for the OpenAPI document only: the route reads the body as a stream
+ * (multipart or raw) into a temporary file, so Fastify must not parse or validate it. The route
+ * adds this to its documented schema through `config.swaggerTransform`.
+ */
+export const UploadBody = {
+  content: {
+    'multipart/form-data': {
+      schema: Type.Object({
+        file: Type.String({ format: 'binary', description: 'the archive; its key is the part\'s file name (a name clash is a 400 on "file")' }),
+      }),
+    },
+    'application/octet-stream': { schema: Type.String({ format: 'binary', description: 'the archive itself; its key comes from ?name=, else from its manifest' }) },
+    'application/zip': { schema: Type.String({ format: 'binary', description: 'as application/octet-stream' }) },
+  },
+};
+
 export const ManifestEntry = Type.Object({
   path: Type.String(),
   type: Type.String({ description: 'file | dir | symlink' }),
@@ -196,11 +213,16 @@ export const Health = Type.Object(
     }),
     backups: Type.Object(
       {
-        lastSuccessAt: Type.Union([Type.String(), Type.Null()], { description: 'when the newest completed backup was made' }),
-        lastFailureAt: Type.Union([Type.String(), Type.Null()], { description: 'when the newest failed backup was started' }),
+        lastSuccessAt: Type.Union([Type.String(), Type.Null()], {
+          description: 'when the newest completed backup that Stowage made here (manual, api, schedule, pre-restore; never an upload) started, i.e. the time of the data it holds',
+        }),
+        lastScheduledAt: Type.Union([Type.String(), Type.Null()], { description: 'when the newest completed scheduled backup started' }),
+        lastFailureAt: Type.Union([Type.String(), Type.Null()], { description: 'when the newest failed backup (not an unusable upload) was started' }),
         schedule: Type.Union([Type.String(), Type.Null()], { description: 'backups.cron, or null without a schedule' }),
         nextRunAt: Type.Union([Type.String(), Type.Null()]),
-        overdue: Type.Boolean({ description: 'a scheduled backup was due more than an hour ago and none has completed since' }),
+        overdue: Type.Boolean({
+          description: 'a scheduled backup was due more than an hour ago and no scheduled backup has completed since (manual backups and uploads do not count: they do not show that the schedule runs)',
+        }),
         lastVerifiedAt: Type.Union([Type.String(), Type.Null()], { description: 'the newest successful verification of a backup' }),
         lastVerifiedRestoreAt: Type.Union([Type.String(), Type.Null()], { description: 'the newest successful restore drill' }),
       },
@@ -286,38 +308,92 @@ export interface ServerEvent {
 
 // ---- settings, retention (issue 4)
 
-const Retention = Type.Object({
-  keepLast: Type.Optional(Type.Integer({ minimum: 0 })),
-  keepHourly: Type.Optional(Type.Integer({ minimum: 0 })),
-  keepDaily: Type.Optional(Type.Integer({ minimum: 0 })),
-  keepWeekly: Type.Optional(Type.Integer({ minimum: 0 })),
-  keepMonthly: Type.Optional(Type.Integer({ minimum: 0 })),
-  keepYearly: Type.Optional(Type.Integer({ minimum: 0 })),
-  keepWithin: Type.Optional(Type.String({ description: 'e.g. "30d", "1y6m"' })),
-});
+const RetentionFields = {
+  keepLast: Type.Integer({ minimum: 0, description: 'the newest N scheduled backups' }),
+  keepHourly: Type.Integer({ minimum: 0, description: 'the newest backup of each of the last N hours that have one' }),
+  keepDaily: Type.Integer({ minimum: 0 }),
+  keepWeekly: Type.Integer({ minimum: 0, description: 'ISO weeks, Monday to Sunday' }),
+  keepMonthly: Type.Integer({ minimum: 0 }),
+  keepYearly: Type.Integer({ minimum: 0 }),
+  keepWithin: Type.String({ description: 'every backup within this duration of the newest one, e.g. "30d", "1y6m" (y, m, w, d, h)' }),
+};
+
+const S3Fields = {
+  enabled: Type.Boolean(),
+  bucket: Type.String({ maxLength: 255 }),
+  region: Type.String({ maxLength: 100, description: 'default us-east-1' }),
+  endpoint: Type.String({ maxLength: 2000, description: 'http(s) URL for MinIO and other S3-compatible services; empty for AWS' }),
+  accessKey: Type.String({ maxLength: 1000 }),
+  secret: Type.String({ maxLength: 1000, description: 'masked as ****** in responses; ****** or left out keeps the stored one' }),
+  forcePathStyle: Type.Boolean({ description: 'bucket in the path (MinIO) instead of the host name' }),
+  prefix: Type.String({ maxLength: 1000, description: 'a folder inside the bucket' }),
+};
+
+const BackupsFields = {
+  cron: Type.String({ maxLength: 200, description: '5-field cron or a macro (@daily, ...); empty: no schedule' }),
+  cronMaxKeep: Type.Integer({ description: 'scheduled backups to keep when no retention rule is set (1 or more)' }),
+  timezone: Type.String({ description: 'IANA time zone for the cron and the retention buckets, e.g. "UTC", "Europe/Berlin"' }),
+  runMissed: Type.Boolean({ description: 'run a schedule missed while Stowage was down, once, at start' }),
+};
+
+const VerifyFields = {
+  cron: Type.String({ maxLength: 200, description: 'when to re-read a backup and check every checksum; empty: never' }),
+  sample: Type.String({ description: 'newest | rotate' }),
+};
+const DrillFields = { cron: Type.String({ maxLength: 200, description: 'when to restore the newest backup into scratch space and compare; empty: never' }) };
 
 export const SettingsBody = Type.Object({
   backups: Type.Object({
-    cron: Type.String({ description: '5-field cron or a macro (@daily, ...); empty: no schedule' }),
-    cronMaxKeep: Type.Integer({ description: 'scheduled backups to keep when no retention rule is set' }),
-    timezone: Type.String(),
-    runMissed: Type.Boolean({ description: 'run a schedule missed while Stowage was down, once, at start' }),
-    retention: Retention,
-    s3: Type.Object({
-      enabled: Type.Boolean(),
-      bucket: Type.String(),
-      region: Type.String(),
-      endpoint: Type.String(),
-      accessKey: Type.String(),
-      secret: Type.String({ description: 'masked as ****** in responses' }),
-      forcePathStyle: Type.Boolean(),
-      prefix: Type.String(),
-    }),
+    ...BackupsFields,
+    retention: Type.Object(Object.fromEntries(Object.entries(RetentionFields).map(([k, v]) => [k, Type.Optional(v)])) as { [K in keyof typeof RetentionFields]: ReturnType<typeof Type.Optional<(typeof RetentionFields)[K]>> }),
+    s3: Type.Object(S3Fields),
   }),
-  verify: Type.Object({ cron: Type.String(), sample: Type.String({ description: 'newest | rotate' }) }),
-  drill: Type.Object({ cron: Type.String() }),
+  verify: Type.Object(VerifyFields),
+  drill: Type.Object(DrillFields),
 });
 export type SettingsBody = Static<typeof SettingsBody>;
+
+/**
+ * `T` or null, as a JSON Schema type list (`"type": ["string", "null"]`). Not an anyOf: with the
+ * server's type coercion, the first branch of an anyOf would turn a null into "" or 0, and a null
+ * in a PATCH means "back to the default".
+ */
+const orNull = <T extends TSchema>(schema: T) => Type.Unsafe<Static<T> | null>({ ...schema, type: [(schema as { type?: string }).type, 'null'] });
+
+type PatchOf<F extends Record<string, TSchema>> = { [K in keyof F]: ReturnType<typeof Type.Optional<ReturnType<typeof orNull<F[K]>>>> };
+/** Every field optional and nullable (a JSON merge patch). */
+const patchOf = <F extends Record<string, TSchema>>(fields: F): PatchOf<F> =>
+  Object.fromEntries(Object.entries(fields).map(([k, v]) => [k, Type.Optional(orNull(v))])) as PatchOf<F>;
+const patchObject = <P extends Record<string, TSchema>>(properties: P, description?: string) => Type.Optional(orNull(Type.Object(properties, description ? { description } : {})));
+
+/**
+ * The body of PATCH /api/settings: the shape of SettingsBody, every field optional, as a JSON
+ * merge patch (RFC 7396: objects merge, a value replaces, null puts a field back to its
+ * stowage.yaml default). SettingsBody itself cannot validate it: every field of it is required.
+ * This schema checks the shape and the types; the meaning (a valid cron, an IANA time zone,
+ * cronMaxKeep >= 1, a bucket when S3 is enabled, unknown fields) is checked by the settings
+ * store's zod schema, whose field errors name the full path ("backups.cron").
+ */
+export const SettingsPatch = Type.Object(
+  {
+    backups: patchObject({
+      ...patchOf(BackupsFields),
+      retention: patchObject(patchOf(RetentionFields), 'restic forget rules, OR\'ed; with none set, cronMaxKeep applies'),
+      s3: patchObject(patchOf(S3Fields)),
+    }),
+    verify: patchObject(patchOf(VerifyFields)),
+    drill: patchObject(patchOf(DrillFields)),
+  },
+  { description: 'A partial settings object, merged into the stored one; null resets a field. e.g. {"backups": {"cron": "0 3 * * *", "cronMaxKeep": 7}}' },
+);
+export type SettingsPatch = Static<typeof SettingsPatch>;
+
+/** The body of POST /api/settings/test-s3: backups.s3 fields to try; what is left out comes from the stored settings. */
+export const S3TestBody = Type.Object(
+  Object.fromEntries(Object.entries(S3Fields).map(([k, v]) => [k, Type.Optional(v)])) as { [K in keyof typeof S3Fields]: ReturnType<typeof Type.Optional<(typeof S3Fields)[K]>> },
+  { additionalProperties: false, description: 'S3 settings to test (the backups.s3 shape); fields left out, and a secret sent as ******, come from the stored settings' },
+);
+export type S3TestBody = Static<typeof S3TestBody>;
 
 export const CronPreview = Type.Object({
   cron: Type.String(),

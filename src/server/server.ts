@@ -68,7 +68,10 @@ export async function buildServer(stowage: Stowage, options: ServerOptions = {})
             redact: { paths: ['req.headers.authorization', 'req.headers.cookie'], censor: '***' },
           },
     bodyLimit: server.maxJsonSize,
-    trustProxy: server.trustProxy,
+    // One reverse proxy in front: trust the peer (the proxy), and take the client as the address
+    // it appended to X-Forwarded-For. Fastify's `true` trusts every hop, so a client could put any
+    // address first and dodge the login limiter.
+    trustProxy: server.trustProxy ? (_address: string, hop: number) => hop === 0 : false,
     routerOptions: { maxParamLength: 500 },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true } },
   }).withTypeProvider<TypeBoxTypeProvider>();

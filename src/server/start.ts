@@ -23,6 +23,14 @@ export interface RunningServer {
 }
 
 /**
+ * Where the server listens: --http, else STOWAGE_HTTP (an empty one counts as unset), else
+ * server.http from the configuration, whose default is 127.0.0.1:8090 (loopback only).
+ */
+export function listenAddress(flag: string | undefined, env: NodeJS.ProcessEnv, config: { server: { http: string } }): { host: string; port: number } {
+  return parseHttpAddress(flag || env.STOWAGE_HTTP || config.server.http);
+}
+
+/**
  * Starts the server on an open engine: applies STOWAGE_ADMIN_EMAIL/PASSWORD, prints the
  * one-time setup link while no superuser exists, says whether the export endpoint is on and
  * whether the demo default is in use, then listens.
@@ -53,7 +61,7 @@ export async function startServer(stowage: Stowage, options: StartOptions = {}):
   }
   if (stowage.usingDefaultConfig) app.log.warn(DEMO_MESSAGE.replace('<dataDir>', stowage.config.dataDir));
 
-  const { host, port } = parseHttpAddress(options.http ?? process.env.STOWAGE_HTTP ?? stowage.config.server.http);
+  const { host, port } = listenAddress(options.http, process.env, stowage.config);
   await app.listen({ host, port });
   const address = app.server.address();
   const boundPort = typeof address === 'object' && address ? address.port : port;

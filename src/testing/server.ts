@@ -29,6 +29,19 @@ export interface TestServer {
 }
 
 /**
+ * A `stowage.yaml` for startTestServer with one folder source (app/files), `extra` sections
+ * (hooks:, backups:, ...) and `server` fields added to the loopback address.
+ */
+export function oneSourceYaml(extra = '', server = ''): string {
+  return `dataDir: ./data
+app: { name: testapp, version: "1.0.0" }
+sources:
+  - { name: files, kind: dir, path: ./app/files }
+${extra}${extra && !extra.endsWith('\n') ? '\n' : ''}server: { http: 127.0.0.1:0${server ? `, ${server}` : ''} }
+`;
+}
+
+/**
  * A real server on an ephemeral loopback port, over a project with a folder source and a
  * live SQLite database, its own data folder and configuration file. Each test gets its own.
  */

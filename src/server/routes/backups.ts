@@ -25,6 +25,7 @@ import {
   RestoreBody,
   RestoreStatus,
   TokenResponse,
+  UploadBody,
 } from '../schemas.js';
 
 type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -123,14 +124,22 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
     },
   });
 
-  app.get('/api/backups/:key', {
+  // GET and HEAD as one route: Fastify's automatic HEAD route would send Content-Length: 0.
+  app.route({
+    method: ['GET', 'HEAD'],
+    url: '/api/backups/:key',
     schema: {
       tags,
-      summary: 'Download a backup (Range, ETag); authorize with ?token= (a download token) or the Authorization header',
+      summary: 'Download a backup (Range, ETag); authorize with ?token= (a download token) or the Authorization header. HEAD: the same headers, no body',
       security: [...SECURED, { downloadToken: [] }],
       params: KeyParams,
       querystring: Type.Object({ token: Type.Optional(Type.String({ description: 'a download token from POST /api/files/token or /api/backups/{key}/download-token' })) }),
-      response: { 200: Type.Any({ description: 'the archive (application/zip)' }), 206: Type.Any({ description: 'part of the archive' }), ...errorResponses(400, 401, 403, 404, 416) },
+      response: {
+        200: Type.Any({ description: 'the archive (application/zip)' }),
+        206: Type.Any({ description: 'part of the archive' }),
+        304: Type.Null({ description: 'unchanged since the ETag given in If-None-Match' }),
+        ...errorResponses(400, 401, 403, 404, 416),
+      },
     },
     handler: async (request, reply) => {
       const key = checkKey(request.params.key);
@@ -185,7 +194,7 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
       const key = checkKey(request.params.key);
       if (!(await stowage.storage.stat(key))) throw new HttpError(404, `No backup named ${key}.`);
       const body = request.body ?? {};
-      const job = await ctx.jobs.startRestore(key, { sources: body.sources, force: body.force, safetyBackup: body.safetyBackup });
+      const job = await ctx.jobs.startRestore(key, { sources: body.sources, force: body.force, safetyBackup: body.safetyBackup, trigger: 'api' });
       job.done.catch((err: unknown) => request.log.warn({ err: { message: (err as Error).message } }, 'restore failed'));
       return reply.code(202).send(restoreStatusBody(ctx, { ...stowage.restoreStatus(), status: 'started', key, message: `restoring ${key}` }));
     },
@@ -259,6 +268,8 @@ function registerUpload(app: App, ctx: ServerContext, maxUploadSize: number): vo
         consumes: ['multipart/form-data', 'application/octet-stream', 'application/zip'],
         response: { 200: BackupDetail, ...errorResponses(400, 401, 403, 413, 415) },
       },
+      // The body is documented, not declared: a declared body would be validated, which needs it parsed.
+      config: { swaggerTransform: ({ schema, url }) => ({ schema: { ...schema, body: UploadBody }, url }) },
       onRequest: guard(ctx, 'backups:create'),
       handler: async (request, reply) => handleUpload(ctx, request, reply, maxUploadSize),
     });

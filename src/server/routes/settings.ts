@@ -5,7 +5,7 @@ import { previewCron } from '../../config/settings-store.js';
 import { SECURED, errorResponses, guard, type ServerContext } from '../context.js';
 import { MASK } from '../../config/settings.js';
 import { fieldError } from '../http-errors.js';
-import { CronPreview, PruneBody, PruneResult, S3TestResult, SettingsBody } from '../schemas.js';
+import { CronPreview, PruneBody, PruneResult, S3TestBody, S3TestResult, SettingsBody, SettingsPatch } from '../schemas.js';
 
 type App = FastifyInstance<any, any, any, any, TypeBoxTypeProvider>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -24,7 +24,7 @@ export function registerSettingsRoutes(app: App, ctx: ServerContext): void {
       tags,
       summary: 'Change settings (a partial object, merged); a secret left out or sent back masked keeps its value; schedules reload at once',
       security: SECURED,
-      body: Type.Record(Type.String(), Type.Unknown(), { description: 'e.g. {"backups": {"cron": "0 3 * * *", "cronMaxKeep": 7}}' }),
+      body: SettingsPatch,
       response: { 200: SettingsBody, ...errorResponses(400, 401, 403) },
     },
     onRequest: guard(ctx, 'settings'),
@@ -52,13 +52,13 @@ export function registerSettingsRoutes(app: App, ctx: ServerContext): void {
       tags,
       summary: 'Check S3 settings: list, write, read back and delete a probe object; says which step failed and why',
       security: SECURED,
-      body: Type.Record(Type.String(), Type.Unknown(), { description: 'S3 settings to test (backups.s3 shape); fields left out, and a masked secret, come from the stored settings' }),
+      body: S3TestBody,
       response: { 200: S3TestResult, ...errorResponses(400, 401, 403) },
     },
     onRequest: guard(ctx, 'settings'),
     handler: async (request) => {
       const stored = stowage.settings.get().backups.s3;
-      const given = request.body as Partial<typeof stored>;
+      const given = request.body;
       const s3 = { ...stored, ...given, secret: given.secret === undefined || given.secret === MASK ? stored.secret : given.secret };
       if (!s3.bucket) throw fieldError(400, 'bucket', 'validation_required', 'Give a bucket (in the request or in backups.s3).');
       const { S3Storage } = await import('../../storage/s3.js');

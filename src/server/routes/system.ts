@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import type { RestoreStatusRecord } from '../../engine/catalogue.js';
+import type { BackupRecord, RestoreStatusRecord } from '../../engine/catalogue.js';
+import type { Settings } from '../../config/settings.js';
 import { restoreDisabledReason } from '../../engine/restore.js';
 import { readLock, isStale } from '../../engine/lock.js';
 import { STOWAGE_VERSION } from '../../version.js';
@@ -32,32 +33,48 @@ export const DEMO_MESSAGE =
 /** How long after a scheduled time a backup counts as overdue. */
 const OVERDUE_GRACE_MS = 3600_000;
 
-function backupHealth(ctx: ServerContext): Health['backups'] {
-  const records = ctx.stowage.catalogue.listBackups();
-  const newest = (pick: (r: (typeof records)[number]) => string | null | undefined) =>
+/**
+ * Backups that Stowage made of this application's data. Uploads are not: their createdAt is
+ * another machine's (or an old) capture and their completedAt the upload time, so an old archive
+ * uploaded today would otherwise read as "backed up today". A pre-restore backup is a full backup
+ * of the configured data, so it counts as a success; it says nothing about the schedule, though.
+ */
+const MADE_HERE = new Set(['manual', 'schedule', 'api', 'pre-restore']);
+
+/**
+ * Health of the backups. Every time is a backup's createdAt, the moment its data was read (an
+ * archive copied into storage by hand keeps the createdAt of its manifest, never the copy time).
+ * `overdue` is about the schedule: the newest scheduled time more than an hour ago has no
+ * completed scheduled backup created at or after it. A manual backup does not clear it: it does
+ * not show that the schedule runs, and the next weeks would go unprotected all the same.
+ */
+export function backupHealth(records: readonly BackupRecord[], settings: Pick<Settings, 'backups'>, now = Date.now()): Health['backups'] {
+  const newest = (pick: (r: BackupRecord) => string | null | undefined) =>
     records.reduce<string | null>((best, r) => {
       const v = pick(r);
       return v && (!best || v > best) ? v : best;
     }, null);
-  const lastSuccessAt = newest((r) => (r.status === 'completed' ? (r.completedAt ?? r.createdAt) : null));
-  const settings = ctx.stowage.settings.get();
+  const madeHere = (r: BackupRecord) => MADE_HERE.has(r.trigger);
+  const lastSuccessAt = newest((r) => (r.status === 'completed' && madeHere(r) ? r.createdAt : null));
+  const lastScheduledAt = newest((r) => (r.status === 'completed' && r.trigger === 'schedule' ? r.createdAt : null));
   const cron = settings.backups.cron || null;
   let nextRunAt: string | null = null;
   let overdue = false;
   if (cron) {
     const schedule = new Cron(cron, { paused: true, timezone: settings.backups.timezone });
-    nextRunAt = schedule.nextRun()?.toISOString() ?? null;
-    const [due] = schedule.previousRuns(1, new Date(Date.now() - OVERDUE_GRACE_MS));
-    overdue = Boolean(due && (!lastSuccessAt || Date.parse(lastSuccessAt) < due.getTime()));
+    nextRunAt = schedule.nextRun(new Date(now))?.toISOString() ?? null;
+    const [due] = schedule.previousRuns(1, new Date(now - OVERDUE_GRACE_MS));
+    overdue = Boolean(due && (!lastScheduledAt || Date.parse(lastScheduledAt) < due.getTime()));
   }
   return {
     lastSuccessAt,
-    lastFailureAt: newest((r) => (r.status === 'failed' ? r.createdAt : null)),
+    lastScheduledAt,
+    lastFailureAt: newest((r) => (r.status === 'failed' && madeHere(r) ? r.createdAt : null)),
     schedule: cron,
     nextRunAt,
     overdue,
-    lastVerifiedAt: newest((r) => ((r as { verifyStatus?: string | null }).verifyStatus === 'ok' ? (r as { verifiedAt?: string | null }).verifiedAt : null)),
-    lastVerifiedRestoreAt: newest((r) => ((r as { drillStatus?: string | null }).drillStatus === 'ok' ? (r as { drilledAt?: string | null }).drilledAt : null)),
+    lastVerifiedAt: newest((r) => (r.verifyStatus === 'ok' ? r.verifiedAt : null)),
+    lastVerifiedRestoreAt: newest((r) => (r.drillStatus === 'ok' ? r.drilledAt : null)),
   };
 }
 
@@ -83,7 +100,7 @@ export function registerSystemRoutes(app: App, ctx: ServerContext): void {
       version: STOWAGE_VERSION,
       canBackup: isIdle(ctx),
       restoreEnabled: restoreDisabledReason({ config: stowage.config }) === null,
-      backups: backupHealth(ctx),
+      backups: backupHealth(stowage.catalogue.listBackups(), stowage.settings.get()),
       demo: stowage.usingDefaultConfig
         ? { enabled: true, message: DEMO_MESSAGE.replace('<dataDir>', stowage.config.dataDir) }
         : { enabled: false, message: `configuration: ${stowage.config.configPath}` },
