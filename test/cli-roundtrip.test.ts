@@ -283,7 +283,7 @@ describe('stowage CLI round trip', () => {
     const msg = r.result!.message as string;
     expect(msg).toMatch(/sources\[0\]\.name: must be 1-64 characters/);
     expect(msg).toMatch(/sources\[0\]\.path: is required/);
-    expect(msg).toMatch(/sources\[1\].*kind must be "dir" or "sqlite"/);
+    expect(msg).toMatch(/sources\[1\].*kind must be "dir", "sqlite" or "postgres"/);
     expect(msg).toMatch(/restore\.versionPolicy: must be one of: any, same-or-older, same/);
   });
 

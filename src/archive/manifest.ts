@@ -30,6 +30,21 @@ const sourceSchema = z.object({
   symlinks: z.number().int().nonnegative(),
   bytes: z.number().int().nonnegative(),
   excludes: z.array(z.string()),
+  /**
+   * PostgreSQL sources only (optional; format version 1 readers that do not know it ignore it):
+   * the server the dump was taken from, for restore.versionPolicy (docs/FORMAT.md, section 3).
+   */
+  postgres: z
+    .object({
+      /** `SHOW server_version` at backup time, e.g. "16.4 (Debian 16.4-1.pgdg120+1)". */
+      serverVersion: z.string(),
+      /** `server_version_num`, e.g. 160004. */
+      serverVersionNum: z.number().int().nonnegative(),
+      /** `pg_dump --version` of the client that wrote the dump. */
+      pgDumpVersion: z.string(),
+      database: z.string(),
+    })
+    .optional(),
 });
 
 export const manifestSchema = z.object({

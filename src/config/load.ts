@@ -3,6 +3,7 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { StowageError } from '../errors.js';
+import { redactPostgresUrl } from '../sources/postgres.js';
 import { configSchema, type ParsedConfig, type SourceConfig } from './schema.js';
 
 export const CONFIG_FILE_NAME = 'stowage.yaml';
@@ -114,7 +115,9 @@ export function resolveConfig(parsed: ParsedConfig, baseDir: string, configPath:
         ? { ...parsed.storage, path: path.join(dataDir, 'backups') }
         : { type: 'local', path: parsed.storage.path ? path.resolve(baseDir, parsed.storage.path) : path.join(dataDir, 'backups') },
     app: parsed.app,
-    sources: parsed.sources.map((s) => ({ ...s, path: path.resolve(baseDir, s.path) })),
+    sources: parsed.sources.map((s) =>
+      s.kind === 'postgres' ? (s.binDir ? { ...s, binDir: path.resolve(baseDir, s.binDir) } : s) : { ...s, path: path.resolve(baseDir, s.path) },
+    ),
     excludes: parsed.excludes,
     restore: parsed.restore,
     compression: parsed.compression,
@@ -156,6 +159,8 @@ export function maskConfig(config: StowageConfig): StowageConfig {
   if (copy.storage.type === 's3') copy.storage.secretAccessKey = mask(copy.storage.secretAccessKey)!;
   if (copy.settings.backups?.s3) copy.settings.backups.s3.secret = mask(copy.settings.backups.s3.secret)!;
   for (const w of copy.webhooks) if (w.secret) w.secret = mask(w.secret);
+  // A password written into a PostgreSQL URL (userinfo or ?password=); passwordEnv names a variable, not a secret.
+  for (const s of copy.sources) if (s.kind === 'postgres') s.url = redactPostgresUrl(s.url);
   for (const p of copy.points) {
     if (p.method === 'git' && p.password) p.password = mask(p.password);
     if (p.method === 's3' && p.secretAccessKey) p.secretAccessKey = mask(p.secretAccessKey);

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { hooksSchema } from '../engine/hooks.js';
 import { settingsSchema } from './settings.js';
 import { validatePointUrl, type PointMethod } from '../points/url.js';
+import { redactPostgresUrl } from '../sources/postgres.js';
 
 /**
  * The schema of stowage.yaml. Every field error names the field and what a valid value looks
@@ -36,8 +37,53 @@ const sqliteSource = z
   })
   .strict();
 
-const source = z.discriminatedUnion('kind', [dirSource, sqliteSource], {
-  error: (issue) => (issue.code === 'invalid_union' ? 'kind must be "dir" or "sqlite"' : undefined),
+/** A pg_dump / pg_restore name pattern (`public`, `app_*`, `public.users`). */
+const pgPatterns = (what: string, example: string) =>
+  z
+    .array(z.string().min(1, `a ${what} pattern cannot be empty`), { error: `must be a list of ${what} patterns, e.g. ${example}` })
+    .default([]);
+
+/** postgres:// or postgresql://, with a database; a password in it is allowed (use passwordEnv or ${ENV}). */
+const postgresUrl = z
+  .string({ error: 'is required: the database URL, e.g. postgres://app@db.example:5432/app (password: use passwordEnv)' })
+  .superRefine((url, ctx) => {
+    const example = 'postgres://user@host:5432/database';
+    const redacted = redactPostgresUrl(url);
+    if (!/^postgres(ql)?:\/\//i.test(url.trim())) {
+      ctx.addIssue({ code: 'custom', message: `must be a PostgreSQL URL starting with postgres:// or postgresql://, like ${example}, not "${redacted}"` });
+      return;
+    }
+    let u: URL;
+    try {
+      u = new URL(url.trim());
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `"${redacted}" is not a valid URL; write it like ${example} (percent-encode special characters in the user or password)` });
+      return;
+    }
+    if (!u.hostname) ctx.addIssue({ code: 'custom', message: `names no host; write it like ${example}` });
+    if (!u.pathname.replace(/^\//, '') && !u.searchParams.get('dbname')) ctx.addIssue({ code: 'custom', message: `names no database; write it like ${example}` });
+    if (u.searchParams.has('sslpassword')) ctx.addIssue({ code: 'custom', message: 'sslpassword is not supported (it would be visible on the command line of pg_dump); use a client key without a passphrase, readable only by Stowage' });
+  });
+
+const postgresSource = z
+  .object({
+    name: sourceName,
+    kind: z.literal('postgres'),
+    url: postgresUrl,
+    passwordEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be the name of an environment variable, e.g. APP_DB_PASSWORD (not the password itself)')
+      .optional(),
+    schemas: pgPatterns('schema', '["public", "app_*"]'),
+    excludeSchemas: pgPatterns('schema', '["audit"]'),
+    tables: pgPatterns('table', '["public.users", "app.*"]'),
+    excludeTables: pgPatterns('table', '["public.sessions"]'),
+    binDir: z.string().min(1, 'must be the folder holding pg_dump, pg_restore and psql, e.g. /usr/lib/postgresql/16/bin').optional(),
+  })
+  .strict();
+
+const source = z.discriminatedUnion('kind', [dirSource, sqliteSource, postgresSource], {
+  error: (issue) => (issue.code === 'invalid_union' ? 'kind must be "dir", "sqlite" or "postgres"' : undefined),
 });
 
 /** A point URL, checked by the method's own rules (points/url.ts) so the message says how to write it. */
@@ -181,7 +227,7 @@ export const configSchema = z
       .refine((a) => !(a.version && a.versionCommand), { message: 'set either version or versionCommand, not both' })
       .default({ name: 'app', labels: {} }),
     sources: z
-      .array(source, { error: 'must be a list of sources, each with a name and a kind (dir or sqlite)' })
+      .array(source, { error: 'must be a list of sources, each with a name and a kind (dir, sqlite or postgres)' })
       .min(1, 'needs at least one source')
       .superRefine((list, ctx) => {
         const seen = new Set<string>();

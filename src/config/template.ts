@@ -39,13 +39,22 @@ sources:
   # - name: db
   #   kind: sqlite              # consistent snapshot of a live SQLite database
   #   path: ./data/app.db
+  # - name: pg
+  #   kind: postgres            # pg_dump (custom format, a consistent snapshot); restore: pg_restore, one transaction
+  #   url: postgres://app@db.example:5432/app?sslmode=require   # postgres:// or postgresql://
+  #   passwordEnv: APP_DB_PASSWORD  # the NAME of a variable holding the password (never in the file or on a command line)
+  #   schemas: []               # only these (pg_dump patterns, e.g. [public, "app_*"]); default: all
+  #   excludeSchemas: []        # e.g. [audit]
+  #   tables: []                # only these, e.g. [public.users, "app.*"]
+  #   excludeTables: []         # e.g. [public.sessions]
+  #   # binDir: /usr/lib/postgresql/16/bin   # default: the newest /usr/lib/postgresql/<N>/bin, else PATH
 
 # Rules applied to every dir source (Stowage's own dataDir is always excluded).
 excludes: []
 
 restore:
   enabled: true                 # env STOWAGE_RESTORE_UNSUPPORTED=true turns restore off
-  versionPolicy: same-or-older  # any | same-or-older | same (app version of backup vs now)
+  versionPolicy: same-or-older  # any | same-or-older | same (app version of backup vs now; PostgreSQL: server major version)
   safetyBackup: true            # back up the current state before restoring over it
   keepPrevious: false           # keep the replaced files, dated, next to the target
 

@@ -10,7 +10,7 @@ import { ZipWriter, type ArchiveInput } from '../archive/zip-writer.js';
 import { StowageError, errorMessage, isStowageError } from '../errors.js';
 import { progressThrottle } from '../events/events.js';
 import { ExcludeRules } from '../sources/fnmatch.js';
-import { createEmptySource, createSource } from '../sources/index.js';
+import { createEmptySource, createSource, PostgresSource } from '../sources/index.js';
 import { failpoint } from './failpoints.js';
 import { runAfterHooks, runJobHooks } from './job-hooks.js';
 import type { BackupContext, Source } from '../sources/source.js';
@@ -219,6 +219,11 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
       const source = sources[i]!;
       for await (const entry of source.entries(contexts[i]!)) {
         await writer.add(prefixed(source.name, entry));
+      }
+      // The server a PostgreSQL dump came from, for restore.versionPolicy (docs/FORMAT.md).
+      if (source instanceof PostgresSource && source.metadata) {
+        const { serverVersion, serverVersionNum, pgDumpVersion, database } = source.metadata;
+        perSource.get(source.name)!.postgres = { serverVersion, serverVersionNum, pgDumpVersion, database };
       }
     }
     progress.phase = 'finishing';

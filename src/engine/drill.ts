@@ -8,6 +8,8 @@ import { StowageError, errorMessage, isStowageError, type StowageErrorCode } fro
 import { progressThrottle, type Progress } from '../events/events.js';
 import type { BackupRecord, CheckRecord } from './catalogue.js';
 import type { EngineContext } from './context.js';
+import { POSTGRES_DUMP_ENTRY } from '../sources/postgres.js';
+import { postgresDumpProblems } from './restore-postgres.js';
 import { stageSourceTree } from './restore-stage.js';
 
 /**
@@ -20,7 +22,12 @@ import { stageSourceTree } from './restore-stage.js';
  * modes and SHA-256 checks a restore writes), then checks the result independently of that
  * code: it walks the folder and compares every path with the manifest (type, size, SHA-256 of
  * what is on disk, symlink target, permission bits, nothing extra), and runs SQLite's
- * `integrity_check` on every SQLite source. The scratch folder is removed whatever happens.
+ * `integrity_check` on every SQLite source. A PostgreSQL source's dump is extracted and compared
+ * like any file, then read with `pg_restore --list` (header, pg_restore new enough, the whole
+ * table of contents): a drill never connects to the configured database, and does not restore
+ * into a scratch database either, which would need CREATEDB on the production server and run
+ * the dump there (restore-postgres.ts, postgresDumpProblems). The scratch folder is removed
+ * whatever happens.
  *
  * It deliberately does not go through `runRestore`: a drill must not run the beforeRestore /
  * afterRestore hooks (they stop and start the application), write the restore status users
@@ -123,6 +130,7 @@ export async function runDrill(ctx: EngineContext, archive: { file: string; key:
   const warnings: string[] = [];
   let fatal: { code: StowageErrorCode; message: string } | null = null;
   let sqliteChecked = 0;
+  let pgChecked = 0;
 
   try {
     const reader = await ArchiveReader.open(archive.file);
@@ -153,7 +161,7 @@ export async function runDrill(ctx: EngineContext, archive: { file: string; key:
       for (const source of manifest.sources) {
         const result: DrillSourceResult = { name: source.name, kind: source.kind, files: 0, bytes: 0, ok: true, problems: [] };
         sources.push(result);
-        if (source.kind !== 'dir' && source.kind !== 'sqlite') {
+        if (source.kind !== 'dir' && source.kind !== 'sqlite' && source.kind !== 'postgres') {
           result.problems.push(`source kind "${source.kind}" cannot be restored by this version of Stowage`);
           continue;
         }
@@ -188,6 +196,24 @@ export async function runDrill(ctx: EngineContext, archive: { file: string; key:
           if (problems.length) result.problems.push(`${entry.path}: the database fails SQLite's integrity check: ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? ` (+${problems.length - 5} more)` : ''}`);
         }
       }
+
+      // 4. Read every PostgreSQL dump with pg_restore --list (no database is touched).
+      const pgSources = restorable.filter((s) => s.kind === 'postgres');
+      if (pgSources.length) {
+        progress.phase = 'checking-postgres';
+        emitProgress(true);
+      }
+      for (const source of pgSources) {
+        const result = sources.find((s) => s.name === source.name)!;
+        const configured = ctx.config.sources.find((s) => s.name === source.name);
+        const dump = path.join(scratch, source.name, POSTGRES_DUMP_ENTRY);
+        if (!fs.existsSync(dump)) {
+          result.problems.push('the backup has no database dump for this source');
+          continue;
+        }
+        result.problems.push(...(await postgresDumpProblems(dump, configured?.kind === 'postgres' ? configured.binDir : undefined)));
+        pgChecked++;
+      }
       progress.phase = 'completed';
       emitProgress(true);
     } finally {
@@ -213,7 +239,7 @@ export async function runDrill(ctx: EngineContext, archive: { file: string; key:
   const bytes = sources.reduce((a, s) => a + s.bytes, 0);
   const drilledAt = new Date().toISOString();
   const message = ok
-    ? `restored ${files} file${files === 1 ? '' : 's'} (${bytes} bytes) into a scratch folder: every file matches the manifest${sqliteChecked ? `, every SQLite database passes integrity_check` : ''}`
+    ? `restored ${files} file${files === 1 ? '' : 's'} (${bytes} bytes) into a scratch folder: every file matches the manifest${sqliteChecked ? `, every SQLite database passes integrity_check` : ''}${pgChecked ? `, every PostgreSQL dump reads with pg_restore --list` : ''}`
     : `the backup does not restore correctly: ${problems.slice(0, 3).join(' | ')}${problems.length > 3 ? ` (+${problems.length - 3} more)` : ''}`;
   const error = ok ? null : { code: fatal?.code ?? firstProblemCode(sources), message };
   const result: DrillResult = { key: archive.key, ok, trigger, drilledAt, durationMs: Date.now() - t0, files, bytes, sources, problems, warnings, message, error };

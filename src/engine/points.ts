@@ -28,7 +28,7 @@ export async function runPoint(ctx: EngineContext, point: PointConfig, backupKey
   const started = new Date();
   const run: PointRunRecord = { id: crypto.randomUUID(), point: point.name, backupKey, status: 'failed', message: '', result: {}, startedAt: started.toISOString(), finishedAt: null };
   try {
-    const source = ctx.config.sources.find((s) => s.name === point.source && s.kind === 'dir');
+    const source = ctx.config.sources.find((s): s is Extract<typeof s, { kind: 'dir' }> => s.name === point.source && s.kind === 'dir');
     if (!source) throw new StowageError('POINT_FAILED', `its source "${point.source}" is no longer a dir source in ${ctx.config.configPath ?? 'the configuration'}; point it at another source or delete it`);
     const impl = await createPoint(ctx, point, source.path);
     impl.validate();

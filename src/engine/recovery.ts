@@ -4,7 +4,7 @@ import { isProcessTagAlive } from '../fs/process.js';
 import { OutboxStorage } from '../storage/outbox.js';
 import type { EngineContext } from './context.js';
 import { resolveStorage } from './storage-choice.js';
-import { finishJournal, readJournal, removeJournal, rollbackJournal } from './restore-journal.js';
+import { databasesCommitted, finishJournal, readJournal, removeJournal, rollbackJournal } from './restore-journal.js';
 
 export interface RecoveryReport {
   /** What happened to an interrupted restore, for the user to read; null if there was none. */
@@ -25,7 +25,8 @@ export async function recover(ctx: EngineContext): Promise<RecoveryReport> {
   const journal = readJournal(ctx.config.dataDir);
   if (journal) {
     const status = ctx.catalogue.getRestoreStatus();
-    if (journal.phase === 'committed') {
+    if (journal.phase === 'committed' || databasesCommitted(journal)) {
+      // Databases are restored last, after every swap: once all have committed, the data is all new.
       finishJournal(journal);
       report.restore = `the restore of ${journal.key} (started ${journal.startedAt}) was interrupted after its data was in place; its clean-up has now been finished, the restore is complete`;
       ctx.catalogue.setRestoreStatus({ ...status, key: journal.key, status: 'completed', lastRestoreTime: new Date().toISOString(), message: report.restore, sources: status.sources.map((s) => (s.status === 'pending' ? { ...s, status: 'restored' } : s)) });
@@ -35,6 +36,13 @@ export async function recover(ctx: EngineContext): Promise<RecoveryReport> {
         journal.phase === 'swapping'
           ? `the restore of ${journal.key} (started ${journal.startedAt}) was interrupted while swapping data in; it has been rolled back and the data is as it was before the restore`
           : `the restore of ${journal.key} (started ${journal.startedAt}) was interrupted before any data was changed; its staging files have been removed`;
+      const pg = journal.phase === 'swapping' ? (journal.postgres ?? []) : [];
+      const committed = pg.filter((p) => p.state === 'restored').map((p) => p.name);
+      const running = pg.filter((p) => p.state === 'restoring').map((p) => p.name);
+      if (committed.length) report.restore += `, except the database of ${committed.join(', ')}: it had been restored (pg_restore had committed) and cannot be rolled back`;
+      if (running.length) {
+        report.restore += `; the database of ${running.join(', ')} was being restored: pg_restore ends with Stowage and PostgreSQL rolls back a transaction whose connection ends, so it is as it was too (unless pg_restore had committed in the instant before); if in doubt, check it or restore again`;
+      }
       ctx.catalogue.setRestoreStatus({ ...status, key: journal.key, status: 'failed', message: report.restore, sources: status.sources.map((s) => (s.status === 'pending' ? { ...s, status: journal.phase === 'swapping' ? 'rolled_back' : 'failed' } : s)) });
     }
     removeJournal(ctx.config.dataDir);

@@ -48,6 +48,23 @@ export interface SqliteSwap {
   state: 'pending' | 'previous-ready' | 'applied';
 }
 
+/**
+ * A PostgreSQL database restored with pg_restore in one transaction (restore-postgres.ts). It
+ * cannot be undone once committed, so the engine restores databases last, after every folder
+ * and SQLite swap: a failure before then (or pg_restore's own failure, which PostgreSQL rolls
+ * back) undoes the swaps as for any restore; once every database is restored, everything is in
+ * its new state and only the commit record is missing, so the restore is finished, not undone.
+ */
+export interface PostgresSwap {
+  name: string;
+  /** The database as a URL without its password (for messages). */
+  target: string;
+  /** The verified dump in the scratch folder. */
+  staged: string;
+  /** pending: not started; restoring: pg_restore running (commits or rolls back as a whole); restored: committed. */
+  state: 'pending' | 'restoring' | 'restored';
+}
+
 export interface RestoreJournal {
   version: 1;
   id: string;
@@ -59,6 +76,19 @@ export interface RestoreJournal {
   scratch: string;
   dirs: DirSwap[];
   sqlite: SqliteSwap[];
+  /** PostgreSQL databases, restored after every swap above (absent in journals of older versions). */
+  postgres?: PostgresSwap[];
+}
+
+/**
+ * Whether the journal's restore has nothing left to undo because its databases are restored:
+ * they run after every folder and SQLite swap, so once all are committed the data is entirely
+ * new and the restore is finished rather than rolled back (which would leave new databases
+ * beside old files).
+ */
+export function databasesCommitted(journal: RestoreJournal): boolean {
+  const pg = journal.postgres ?? [];
+  return journal.phase === 'swapping' && pg.length > 0 && pg.every((p) => p.state === 'restored');
 }
 
 export function journalPath(dataDir: string): string {

@@ -5,6 +5,7 @@ import { StowageError } from '../errors.js';
 import { utimesSeconds } from '../fs/fd.js';
 import { walkDir } from '../sources/dir.js';
 import type { ExcludeRules } from '../sources/fnmatch.js';
+import { parsePgVersion, pgMajorNum } from '../sources/postgres.js';
 import type { RenameOp } from './restore-journal.js';
 
 /** Names Stowage itself puts in a target; never part of a restore's plan. */
@@ -72,6 +73,8 @@ export interface SourcePlan {
   replaced: string[];
   removed: string[];
   unchanged: number;
+  /** What happens besides files (a PostgreSQL source: the database that would be replaced). */
+  note?: string;
 }
 
 /** What a restore of one dir source would add, replace and remove (for --dry-run). */
@@ -118,10 +121,14 @@ export function compareVersions(a: string, b: string): number | null {
   return 0;
 }
 
-export function checkVersionPolicy(policy: 'any' | 'same-or-older' | 'same', backupVersion: string, currentVersion: string): void {
+export type VersionPolicy = 'any' | 'same-or-older' | 'same';
+
+const POLICY_HINT = 'set restore.versionPolicy in stowage.yaml, or pass --force if you are sure';
+
+export function checkVersionPolicy(policy: VersionPolicy, backupVersion: string, currentVersion: string): void {
   if (policy === 'any') return;
   const cmp = compareVersions(backupVersion, currentVersion);
-  const hint = 'set restore.versionPolicy in stowage.yaml, or pass --force if you are sure';
+  const hint = POLICY_HINT;
   if (policy === 'same' && cmp !== 0) {
     throw new StowageError('VERSION_POLICY', `this backup was made by app version ${backupVersion} but ${currentVersion} is running, and the policy is "same"; ${hint}`);
   }
@@ -150,5 +157,38 @@ export function fixFolderTimes(ops: RenameOp[], stagedDir: string, target: strin
     } catch {
       // best effort: content is in place, only a folder time is off
     }
+  }
+}
+
+/**
+ * restore.versionPolicy for a PostgreSQL source: the server version the backup recorded against
+ * the target server's. PostgreSQL versions are compared by major version (15, 16; 9.6 before
+ * 10): minor releases of one major version share the catalogue and dump compatibility, so a
+ * routine minor update never blocks a restore. "same" wants the same major version;
+ * "same-or-older" a backup from the same or an older major version (a dump restores into a
+ * newer server, the usual upgrade path; into an older one it may not). Throws VERSION_POLICY
+ * saying both versions and where the target is.
+ */
+export function checkPostgresVersionPolicy(policy: VersionPolicy, source: string, backupVersion: string, targetVersion: string, target: string): void {
+  if (policy === 'any') return;
+  const b = parsePgVersion(backupVersion);
+  const t = parsePgVersion(targetVersion);
+  const what = `source "${source}"`;
+  if (!b || !t) {
+    throw new StowageError('VERSION_POLICY', `${what}: cannot compare the PostgreSQL version of the backup ("${backupVersion}") with the target server's ("${targetVersion}", ${target}) (policy "${policy}"); ${POLICY_HINT}`);
+  }
+  const bm = pgMajorNum(b);
+  const tm = pgMajorNum(t);
+  if (policy === 'same' && bm !== tm) {
+    throw new StowageError(
+      'VERSION_POLICY',
+      `${what}: this backup comes from PostgreSQL ${b.text} and the target server (${target}) runs PostgreSQL ${t.text}; the policy "same" wants the same major version (${b.major} in the backup, ${t.major} on the server); ${POLICY_HINT}`,
+    );
+  }
+  if (policy === 'same-or-older' && bm > tm) {
+    throw new StowageError(
+      'VERSION_POLICY',
+      `${what}: this backup comes from a newer PostgreSQL (${b.text}) than the target server (${target}) runs (${t.text}); with the policy "same-or-older" a dump goes into the same or a newer major version (${b.major} or later, the server has ${t.major}); upgrade the server first, or ${POLICY_HINT}`,
+    );
   }
 }

@@ -8,6 +8,7 @@ import { StowageError, errorMessage, isStowageError } from '../errors.js';
 import { progressThrottle, type Progress } from '../events/events.js';
 import { syncFilesystem } from '../fs/durable.js';
 import { ExcludeRules } from '../sources/fnmatch.js';
+import { redactPostgresUrl, type PostgresSourceConfig } from '../sources/postgres.js';
 import { resolveAppVersion } from './backup.js';
 import type { RestoreStatusRecord, SourceRestoreResult } from './catalogue.js';
 import type { EngineContext } from './context.js';
@@ -15,6 +16,7 @@ import { failpoint } from './failpoints.js';
 import { runAfterHooks, runJobHooks } from './job-hooks.js';
 import {
   applyDirSwap,
+  databasesCommitted,
   finishJournal,
   removeJournal,
   removeStaleSidecars,
@@ -27,6 +29,7 @@ import {
 } from './restore-journal.js';
 import { checkVersionPolicy, diffDirSource, fixFolderTimes, planDirSwap, type SourcePlan } from './restore-plan.js';
 import { stageSourceTree, extractFile } from './restore-stage.js';
+import { applyPostgres, dumpEntry, probePostgresTargets, stagePostgres } from './restore-postgres.js';
 
 export interface RestoreOptions {
   /** List what would be added, replaced and removed; change nothing. */
@@ -52,6 +55,8 @@ export interface RestoreOutcome {
 interface Selected {
   source: ManifestSource;
   target: string;
+  /** A PostgreSQL source restored into its configured database (with --target its dump is restored as files instead). */
+  postgres?: PostgresSourceConfig;
 }
 
 /** Env var that turns restore off (for systems that cannot restore safely), as OctoPrint does. */
@@ -63,7 +68,7 @@ export function restoreDisabledReason(ctx: Pick<EngineContext, 'config'>): strin
   return null;
 }
 
-function selectSources(ctx: EngineContext, sources: ManifestSource[], options: RestoreOptions): { selected: Selected[]; skipped: SourceRestoreResult[] } {
+function selectSources(ctx: EngineContext, reader: ArchiveReader, sources: ManifestSource[], options: RestoreOptions): { selected: Selected[]; skipped: SourceRestoreResult[] } {
   const wanted = options.sources?.length ? options.sources : null;
   if (wanted) {
     const missing = wanted.filter((n) => !sources.some((s) => s.name === n));
@@ -73,11 +78,18 @@ function selectSources(ctx: EngineContext, sources: ManifestSource[], options: R
   const skipped: SourceRestoreResult[] = [];
   for (const source of sources) {
     if (wanted && !wanted.includes(source.name)) continue;
-    if (source.kind !== 'dir' && source.kind !== 'sqlite') {
+    if (source.kind !== 'dir' && source.kind !== 'sqlite' && source.kind !== 'postgres') {
       skipped.push({ name: source.name, kind: source.kind, target: '', status: 'skipped', files: 0, bytes: 0, errors: [`source kind "${source.kind}" cannot be restored by this version of Stowage`] });
       continue;
     }
+    if (source.kind === 'postgres' && dumpEntry(reader, source.name) < 0 && !source.postgres) {
+      // The empty archive of a factory reset: no dump, and no server recorded.
+      skipped.push({ name: source.name, kind: source.kind, target: source.path, status: 'skipped', files: 0, bytes: 0, errors: [`the backup holds no database dump for this source, so its database was left as it is (a factory reset does not empty PostgreSQL databases)`] });
+      continue;
+    }
     if (options.targetDir) {
+      // With --target a PostgreSQL source's files (its dump and postgres.json) go into <target>/<name>,
+      // like a folder: the database is not touched (pg_restore them by hand, e.g. into another database).
       const base = path.resolve(options.targetDir, source.name);
       selected.push({ source, target: source.kind === 'sqlite' ? path.join(base, path.basename(source.path)) : base });
       continue;
@@ -95,7 +107,8 @@ function selectSources(ctx: EngineContext, sources: ManifestSource[], options: R
       });
       continue;
     }
-    selected.push({ source, target: configured.path });
+    if (configured.kind === 'postgres') selected.push({ source, target: redactPostgresUrl(configured.url), postgres: configured });
+    else selected.push({ source, target: configured.path });
   }
   return { selected, skipped };
 }
@@ -104,10 +117,11 @@ function rulesFor(source: ManifestSource): ExcludeRules {
   return new ExcludeRules(source.excludes);
 }
 
-async function checkFreeSpace(selected: Selected[]): Promise<void> {
+async function checkFreeSpace(selected: Selected[], scratchRoot: string): Promise<void> {
   const byDevice = new Map<string, { need: number; free: number }>();
-  for (const { source, target } of selected) {
-    let probe = target;
+  for (const { source, target, postgres } of selected) {
+    // A database dump is staged in the scratch folder (the database itself is the server's business).
+    let probe = postgres ? scratchRoot : target;
     while (!fs.existsSync(probe)) probe = path.dirname(probe);
     const st = await fs.promises.statfs(probe);
     const dev = String(fs.statSync(probe).dev);
@@ -139,15 +153,30 @@ export async function runRestore(
   try {
     const manifest = reader.header;
     if (!options.force) checkVersionPolicy(config.restore.versionPolicy, manifest.app.version, resolveAppVersion(config.app));
-    const { selected, skipped } = selectSources(ctx, manifest.sources, options);
+    const { selected, skipped } = selectSources(ctx, reader, manifest.sources, options);
     if (selected.length === 0) throw new StowageError('RESTORE_FAILED', `nothing to restore: ${skipped.map((s) => `${s.name}: ${s.errors.join('; ')}`).join('; ') || 'no sources selected'}`);
     const neverInclude = [config.dataDir, config.storage.path];
+    // Databases: their servers reachable with these credentials, and the version policy, before anything is staged.
+    const pgTargets = selected.flatMap((s) => (s.postgres ? [{ source: s.source, config: s.postgres }] : []));
+    const pgServers = await probePostgresTargets(pgTargets, config.restore.versionPolicy, options.force === true);
 
     if (options.dryRun) {
       const plan: SourcePlan[] = [];
-      for (const { source, target } of selected) {
-        if (source.kind === 'dir') plan.push(await diffDirSource(reader, source.name, target, rulesFor(source), neverInclude));
-        else plan.push({ name: source.name, kind: source.kind, target, added: fs.existsSync(target) ? [] : [path.basename(target)], replaced: fs.existsSync(target) ? [path.basename(target)] : [], removed: [], unchanged: 0 });
+      for (const { source, target, postgres } of selected) {
+        if (postgres) {
+          const server = pgServers.get(source.name)!;
+          plan.push({
+            name: source.name,
+            kind: source.kind,
+            target,
+            added: [],
+            replaced: [`database ${server.database}`],
+            removed: [],
+            unchanged: 0,
+            note: `the database would be replaced by the backup's (pg_restore --clean --if-exists in one transaction: every object in the backup dropped and recreated with its data; objects not in the backup left alone); backup from PostgreSQL ${source.postgres?.serverVersion ?? 'unknown'}, the server runs ${server.version}`,
+          });
+        } else if (source.kind === 'sqlite') plan.push({ name: source.name, kind: source.kind, target, added: fs.existsSync(target) ? [] : [path.basename(target)], replaced: fs.existsSync(target) ? [path.basename(target)] : [], removed: [], unchanged: 0 });
+        else plan.push(await diffDirSource(reader, source.name, target, rulesFor(source), neverInclude));
       }
       const status: RestoreStatusRecord = { ...catalogue.getRestoreStatus() };
       return { status, plan };
@@ -192,20 +221,24 @@ async function restoreSelected(
   const emitProgress = (force = false) => report({ ...progress, elapsedMs: Date.now() - t0 }, force);
 
   const scratch = path.join(ctx.tempDir, `restore-${id}`);
-  const journal: RestoreJournal = { version: 1, id, key, startedAt, phase: 'staging', keepPrevious: config.restore.keepPrevious, scratch, dirs: [], sqlite: [] };
+  const journal: RestoreJournal = { version: 1, id, key, startedAt, phase: 'staging', keepPrevious: config.restore.keepPrevious, scratch, dirs: [], sqlite: [], postgres: [] };
+  const pgJournal = journal.postgres!;
   const warnings: string[] = [];
   // STOWAGE_BACKUP_PATH is the archive this restore reads, on local disk while the hooks run (the
   // stored file for local storage or a FILE given by path; a temporary copy for S3).
   const hookContext = { backupKey: key, backupPath: archive.file, trigger: options.trigger ?? 'manual', sources: selected.map((s) => s.source.name) };
   let hooksStarted = false;
   try {
-    await checkFreeSpace(selected);
+    await checkFreeSpace(selected, ctx.tempDir);
     // Record where staging goes before creating it, so a crash while staging is cleaned up.
-    for (const { source, target } of selected) {
-      if (source.kind === 'dir') {
-        journal.dirs.push({ name: source.name, target, staging: path.join(target, `.stowage-restore-${id}`), createdTarget: !fs.existsSync(target), ops: [] });
-      } else {
+    for (const { source, target, postgres } of selected) {
+      if (postgres) {
+        pgJournal.push({ name: source.name, target, staged: path.join(scratch, `${source.name}.pgdump`), state: 'pending' });
+      } else if (source.kind === 'sqlite') {
         journal.sqlite.push({ name: source.name, target, staged: path.join(scratch, `${source.name}.db`), previous: null, state: 'pending' });
+      } else {
+        // A folder, or (with --target) the files of a PostgreSQL source.
+        journal.dirs.push({ name: source.name, target, staging: path.join(target, `.stowage-restore-${id}`), createdTarget: !fs.existsSync(target), ops: [] });
       }
     }
     await fs.promises.mkdir(scratch, { recursive: true });
@@ -235,6 +268,23 @@ async function restoreSelected(
       const res = results.find((x) => x.name === swap.name)!;
       res.files = 1;
       res.bytes = reader.size(entry);
+      progress.files++;
+    }
+    // Databases: the dump extracted and verified, then checkPostgresRestore (pg_restore, the dump,
+    // the server, the database): before the hooks stop the application and before the safety backup.
+    for (const swap of pgJournal) {
+      const sel = selected.find((s) => s.source.name === swap.name)!;
+      const staged = await stagePostgres(reader, swap, { source: sel.source, config: sel.postgres! }, config.restore.versionPolicy, options.force === true, (n) => {
+        progress.bytes += n;
+        emitProgress();
+      });
+      const res = results.find((x) => x.name === swap.name)!;
+      res.files = 1;
+      res.bytes = staged.bytes;
+      for (const w of staged.check.warnings) {
+        warnings.push(`${swap.name}: ${w}`);
+        res.errors.push(w);
+      }
       progress.files++;
     }
     failpoint('restore.after-stage');
@@ -279,6 +329,18 @@ async function restoreSelected(
       });
     }
     for (const swap of journal.sqlite) await applySqlite(config.dataDir, journal, swap);
+    // Databases last, after every folder and SQLite swap, and before the commit. A swap can be
+    // undone; a committed pg_restore cannot. So everything undoable goes first, and pg_restore,
+    // all or nothing in its own transaction, decides: if it fails, PostgreSQL has rolled the
+    // database back and the catch below undoes the swaps, so the whole restore changed nothing;
+    // once it has committed, every source is in its new state and the journal commits. A crash
+    // while it runs ends its connection (PostgreSQL rolls back) and recovery undoes the swaps; a
+    // crash after it has committed is finished by recovery (databasesCommitted).
+    if (pgJournal.length) {
+      progress.phase = 'restoring-database';
+      emitProgress(true);
+    }
+    for (const swap of pgJournal) await applyPostgres(ctx, journal, swap, selected.find((s) => s.source.name === swap.name)!.postgres!);
     failpoint('restore.before-commit');
     journal.phase = 'committed';
     writeJournal(config.dataDir, journal);
@@ -303,13 +365,20 @@ async function restoreSelected(
     return { status };
   } catch (err) {
     let rolledBack = 'nothing was changed';
+    // Databases whose pg_restore had committed: those cannot be rolled back.
+    const pgRestored = pgJournal.filter((p) => p.state === 'restored');
+    const allRestored = databasesCommitted(journal);
     try {
-      if (journal.phase === 'committed') {
+      if (journal.phase === 'committed' || allRestored) {
         finishJournal(journal);
-        rolledBack = 'the restore had been committed; clean-up failed';
+        rolledBack = allRestored ? 'every database had been restored and every file swapped in, so the restore was finished; clean-up failed' : 'the restore had been committed; clean-up failed';
       } else {
         await rollbackJournal(journal);
         if (journal.phase === 'swapping') rolledBack = 'the swap was rolled back; the data is as it was before';
+        if (journal.phase === 'swapping' && pgRestored.length) {
+          const names = pgRestored.map((p) => p.name).join(', ');
+          rolledBack = `the files were rolled back, but the database of ${names} had already been restored and cannot be rolled back (pg_restore had committed)${status.safetyBackupKey ? `; backup ${status.safetyBackupKey} holds it as it was` : ''}`;
+        }
       }
       removeJournal(config.dataDir);
     } catch (rollbackErr) {
@@ -318,7 +387,18 @@ async function restoreSelected(
     const reason = isStowageError(err) ? err.message : errorMessage(err);
     // The application was stopped for the restore: start it again whatever happened.
     if (hooksStarted) await runAfterHooks(ctx, 'afterRestore', { ...hookContext, event: 'restore.after', status: 'failed', error: reason });
-    for (const r of results) if (r.status === 'pending') r.status = journal.phase === 'swapping' ? 'rolled_back' : 'failed';
+    for (const p of pgJournal) {
+      const r = results.find((x) => x.name === p.name)!;
+      if (p.state === 'restored') {
+        r.status = 'restored';
+        if (!allRestored) r.errors.push('the database was restored and cannot be rolled back; the other sources were');
+      } else if (p.state === 'restoring') {
+        // pg_restore failed: PostgreSQL rolled its transaction back (the reason says so).
+        r.status = 'rolled_back';
+        r.errors.push(reason);
+      }
+    }
+    for (const r of results) if (r.status === 'pending') r.status = allRestored ? 'restored' : journal.phase === 'swapping' ? 'rolled_back' : 'failed';
     status.status = 'failed';
     status.message = `restore of ${key} failed: ${reason}; ${rolledBack}`;
     catalogue.setRestoreStatus(status);

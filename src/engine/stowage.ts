@@ -557,7 +557,8 @@ export class Stowage extends StowageEmitter {
   /** A pre-restore backup of the sources that exist now; null when there is nothing to protect. */
   private safetyBackupFor(key: string, options: RestoreOptions): (() => Promise<string>) | null {
     if (options.targetDir) return null; // the configured data is not touched
-    const present = this.config.sources.filter((s) => fs.existsSync(s.path) && (!options.sources?.length || options.sources.includes(s.name))).map((s) => s.name);
+    // A PostgreSQL database is always there to protect (if it cannot be dumped, the safety backup fails and says why).
+    const present = this.config.sources.filter((s) => (s.kind === 'postgres' || fs.existsSync(s.path)) && (!options.sources?.length || options.sources.includes(s.name))).map((s) => s.name);
     if (!present.length) return null;
     return async () => (await runBackup(this.context, { trigger: 'pre-restore', description: `automatic backup before restoring ${key}`, sources: present })).key;
   }

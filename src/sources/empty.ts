@@ -4,18 +4,22 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { ArchiveInput } from '../archive/zip-writer.js';
 import type { SourceConfig } from '../config/schema.js';
+import { redactPostgresUrl } from './postgres.js';
 import type { BackupContext, Source, SourceEstimate } from './source.js';
 
 /**
  * A source as it is on a fresh install: an empty folder, or an empty SQLite database. A factory
  * reset restores an archive of these, so it gets a restore's staging, journal and rollback.
+ * A PostgreSQL source is archived as an empty folder with no dump: a factory reset does not
+ * empty a database server's database (the restore skips it and says so); dropping an
+ * application's tables is for the application's own reset, not for a backup tool.
  */
 export class EmptySource implements Source {
   private files: string[] = [];
 
   constructor(
     readonly name: string,
-    readonly kind: 'dir' | 'sqlite',
+    readonly kind: 'dir' | 'sqlite' | 'postgres',
     readonly path: string,
   ) {}
 
@@ -46,5 +50,5 @@ export class EmptySource implements Source {
 }
 
 export function createEmptySource(config: SourceConfig): Source {
-  return new EmptySource(config.name, config.kind, config.path);
+  return new EmptySource(config.name, config.kind, config.kind === 'postgres' ? redactPostgresUrl(config.url) : config.path);
 }

@@ -248,6 +248,7 @@ export async function restorePostgres(config: PostgresSourceConfig, dumpFile: st
   try {
     r = await runPgTool(check.pgRestorePath, restoreArgs(restoreConn, dumpFile), {
       conn,
+      endWithParent: true,
       signal: options.signal,
       onCommand: options.onCommand,
       onStderrLine: options.log,

@@ -19,7 +19,7 @@ import {
 } from './postgres.js';
 import { checkPostgresRestore, restorePostgres } from './postgres-restore.js';
 import type { BackupContext } from './source.js';
-import { findPostgresBinDir, POSTGRES_MISSING_MESSAGE, startPostgresServer, type PostgresServer } from '../testing/postgres-server.js';
+import { databaseSnapshot, findPostgresBinDir, INVARIANT_WRITER_SQL, POSTGRES_MISSING_MESSAGE, startPostgresServer, type PostgresServer } from '../testing/postgres-server.js';
 import { makeTempDir, removeDir } from '../testing/tmp.js';
 
 /**
@@ -88,15 +88,7 @@ const FIXTURE_TABLES = ['accounts', 'notes', 'audit.events', 'scratch.cache'];
 
 /** Every row of each table (ordered), the sequences' positions, and the objects that exist. */
 function snapshot(database: string, tables = FIXTURE_TABLES): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const t of tables) out[t] = pg.psql(`SELECT * FROM ${t} ORDER BY 1`, { database });
-  out.sequences = pg.psql(`SELECT sequencename, last_value FROM pg_sequences WHERE schemaname NOT IN ('pg_catalog') ORDER BY 1`, { database });
-  out.relations = pg.psql(
-    `SELECT n.nspname || '.' || c.relname || ':' || c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') ORDER BY 1`,
-    { database },
-  );
-  out.columns = pg.psql(`SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2, 3`, { database });
-  return out;
+  return databaseSnapshot(pg, database, tables);
 }
 
 function backupContext(): BackupContext {
@@ -256,21 +248,7 @@ describe('PostgresSource backup and restore', () => {
     // Each transaction adds a ledger row and its amount to totals, and moves money between two
     // accounts: in any consistent snapshot sum(ledger) = totals and sum(balance) = 100000.
     const writer = pg.psqlAsync(
-      `DO $$
-       DECLARE x int; a int; b int;
-       BEGIN
-         LOOP
-           EXIT WHEN (SELECT stop FROM zz_control);
-           x := 1 + floor(random() * 100)::int;
-           a := 1 + floor(random() * 100)::int;
-           b := 1 + floor(random() * 100)::int;
-           INSERT INTO ledger (amount) VALUES (x);
-           UPDATE totals SET total = total + x;
-           UPDATE accounts SET balance = balance - x WHERE id = a;
-           UPDATE accounts SET balance = balance + x WHERE id = b;
-           COMMIT;
-         END LOOP;
-       END $$`,
+      INVARIANT_WRITER_SQL,
       { database: db, user: 'app', password: APP_PASSWORD },
     );
     const maxId = async (): Promise<number> => Number(await pg.psqlAsync('SELECT max(id) FROM ledger', { database: db }));

@@ -239,6 +239,19 @@ export interface PgRunOptions {
   onCommand?: (argv: readonly string[]) => void;
   /** Each line of stderr as it arrives, scrubbed. */
   onStderrLine?: (line: string) => void;
+  /**
+   * Kill the tool when this process dies (Linux: `setpriv --pdeathsig KILL`, when setpriv is
+   * there), so that a pg_restore cannot go on and commit after a crash of the restore that
+   * started it: its connection ends and PostgreSQL rolls its transaction back.
+   */
+  endWithParent?: boolean;
+}
+
+/** util-linux's setpriv, if this is Linux and it is installed. */
+function findSetpriv(): string | null {
+  if (process.platform !== 'linux') return null;
+  for (const p of ['/usr/bin/setpriv', '/bin/setpriv']) if (isExecutable(p)) return p;
+  return null;
 }
 
 /** Passed through from Stowage's environment besides libpq's own PG* variables. */
@@ -270,7 +283,10 @@ export function runPgTool(file: string, args: string[], options: PgRunOptions = 
       reject(abortError(options.signal));
       return;
     }
-    const child = spawn(file, args, { env: pgChildEnv(options.conn, options.env), stdio: ['ignore', 'pipe', 'pipe'] });
+    // setpriv sets the parent-death signal and execs the tool (same pid), so signals reach the tool.
+    const setpriv = options.endWithParent ? findSetpriv() : null;
+    const [cmd, argv] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', file, ...args]] : [file, args];
+    const child = spawn(cmd, argv, { env: pgChildEnv(options.conn, options.env), stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     let partial = '';

@@ -298,3 +298,41 @@ export async function startPostgresServer(options: PostgresServerOptions = {}): 
   };
   return server;
 }
+
+/**
+ * Every row of each table (ordered), the sequences' positions, and the relations and columns
+ * that exist: two databases with equal snapshots hold the same data for a test's purposes.
+ */
+export function databaseSnapshot(server: PostgresServer, database: string, tables: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const t of tables) out[t] = server.psql(`SELECT * FROM ${t} ORDER BY 1`, { database });
+  out.sequences = server.psql(`SELECT sequencename, last_value FROM pg_sequences WHERE schemaname NOT IN ('pg_catalog') ORDER BY 1`, { database });
+  out.relations = server.psql(
+    `SELECT n.nspname || '.' || c.relname || ':' || c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') ORDER BY 1`,
+    { database },
+  );
+  out.columns = server.psql(`SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns WHERE table_schema NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2, 3`, { database });
+  return out;
+}
+
+/**
+ * A writer for consistency tests, over tables accounts (id 1-100, balance), ledger (amount),
+ * totals (total) and zz_control (stop): until zz_control.stop is true it commits transactions
+ * that each add a ledger row and its amount to totals and move money between two accounts, so
+ * in any consistent snapshot sum(ledger.amount) = totals.total and sum(balance) is unchanged.
+ */
+export const INVARIANT_WRITER_SQL = `DO $$
+  DECLARE x int; a int; b int;
+  BEGIN
+    LOOP
+      EXIT WHEN (SELECT stop FROM zz_control);
+      x := 1 + floor(random() * 100)::int;
+      a := 1 + floor(random() * 100)::int;
+      b := 1 + floor(random() * 100)::int;
+      INSERT INTO ledger (amount) VALUES (x);
+      UPDATE totals SET total = total + x;
+      UPDATE accounts SET balance = balance - x WHERE id = a;
+      UPDATE accounts SET balance = balance + x WHERE id = b;
+      COMMIT;
+    END LOOP;
+  END $$`;

@@ -32,7 +32,8 @@ What happens:
      (<dataDir>/tmp/...), checking every SHA-256 as a restore does;
   2. the restored files are read back and compared with the manifest: every file present
      with its size, SHA-256 and permissions, every symlink with its target, nothing extra;
-  3. every SQLite database is opened and checked with PRAGMA integrity_check;
+  3. every SQLite database is opened and checked with PRAGMA integrity_check, and every
+     PostgreSQL dump read with pg_restore --list (no database is connected to);
   4. the scratch folder is removed, and the result is recorded on the backup
      (drilledAt, drillStatus, drillMessage in "stowage list --json").
   The configured data, the restore status and the application are not touched (no restore
@@ -52,7 +53,7 @@ Exit status: 0 the backup restores correctly, 1 it does not (or the drill could 
         out.result({ ...result });
         if (result.ok) {
           out.info(`OK: ${result.key} restores correctly (${formatDuration(result.durationMs)}).`);
-          for (const s of result.sources) out.info(`  ${s.name.padEnd(12)} ${s.kind.padEnd(7)} ${formatCount(s.files)} files, ${formatBytes(s.bytes)} restored and compared${s.kind === 'sqlite' ? ', integrity_check ok' : ''}`);
+          for (const s of result.sources) out.info(`  ${s.name.padEnd(12)} ${s.kind.padEnd(7)} ${formatCount(s.files)} files, ${formatBytes(s.bytes)} restored and compared${s.kind === 'sqlite' ? ', integrity_check ok' : s.kind === 'postgres' ? ', pg_restore --list ok' : ''}`);
           out.info(`  ${formatCount(result.files)} files, ${formatBytes(result.bytes)} in all; the scratch copy was removed and the configured data was not touched.`);
           for (const w of result.warnings.slice(0, 20)) out.info(`  note: ${w}`);
           return EXIT.OK;

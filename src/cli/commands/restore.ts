@@ -8,7 +8,8 @@ import { collect, engineAction, EXIT, type Output } from '../runtime.js';
 function printPlan(out: Output, plan: SourcePlan[]): void {
   for (const p of plan) {
     out.info(`${p.name} (${p.kind}) -> ${p.target}`);
-    out.info(`  ${p.added.length} to add, ${p.replaced.length} to replace, ${p.removed.length} to remove, ${p.unchanged} unchanged`);
+    if (p.note) out.info(`  ${p.note}`);
+    else out.info(`  ${p.added.length} to add, ${p.replaced.length} to replace, ${p.removed.length} to remove, ${p.unchanged} unchanged`);
     const show = (label: string, items: string[]) => {
       for (const item of items.slice(0, 25)) out.info(`  ${label} ${item}`);
       if (items.length > 25) out.info(`  ${label} ... and ${items.length - 25} more (--json lists all)`);
@@ -39,7 +40,8 @@ What happens:
   1. the archive is checked (every checksum) while it is extracted to a staging folder
      inside each target; a bad archive stops here and nothing is changed;
   2. a safety backup of the current data is taken (trigger "pre-restore");
-  3. the staged data is swapped in entry by entry; any failure rolls everything back.
+  3. the staged data is swapped in entry by entry, then PostgreSQL databases are
+     replaced (pg_restore, one transaction); any failure rolls everything back.
   Paths the backup excluded (e.g. logs) are left as they are. A crash at any point is
   finished or rolled back by the next stowage command. The server need not be running.
 
