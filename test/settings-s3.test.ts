@@ -70,5 +70,33 @@ describe('POST /api/settings/test-s3', () => {
       await server.close();
     }
   });
+
+  it('a backup S3 refuses is kept, shown as pending in /api/health, and uploaded once the settings are fixed', async () => {
+    const server = await startTestServer();
+    process.env.STOWAGE_PUSH_RETRY_DELAYS = ''; // one attempt: read when the backup pushes
+    try {
+      await server.request('/api/settings', { method: 'PATCH', token: server.adminToken, json: { backups: { s3: { ...good(), prefix: 'pending/', secret: 'a-wrong-secret-value' } } } });
+      const created = (await (await server.request('/api/backups', { method: 'POST', token: server.adminToken, json: { name: 'waiting' } })).json()) as { key: string; status: string; statusMessage: string };
+      expect(created).toMatchObject({ key: 'waiting.zip', status: 'uploading' });
+      expect(created.statusMessage).toMatch(/secret/);
+      const health = (await (await server.request('/api/health')).json()) as { storage: string; backups: { uploadsPending: Array<{ key: string; message: string }> } };
+      expect(health.storage).toMatch(/S3 bucket probe-bucket\/pending\//);
+      expect(health.backups.uploadsPending.map((u) => u.key)).toEqual(['waiting.zip']);
+      expect(JSON.stringify(health)).not.toContain('a-wrong-secret-value');
+      // The archive is there to download meanwhile.
+      expect((await server.request('/api/backups/waiting.zip', { token: server.adminToken })).status).toBe(200);
+
+      await server.request('/api/settings', { method: 'PATCH', token: server.adminToken, json: { backups: { s3: { secret: s3.secretAccessKey } } } });
+      const retried = await server.stowage.retryUploads();
+      expect(retried).toEqual({ pushed: ['waiting.zip'], failed: [] });
+      const after = (await (await server.request('/api/health')).json()) as { backups: { uploadsPending: unknown[] } };
+      expect(after.backups.uploadsPending).toEqual([]);
+      const info = (await (await server.request('/api/backups/waiting.zip/info', { token: server.adminToken })).json()) as { status: string };
+      expect(info.status).toBe('completed');
+    } finally {
+      delete process.env.STOWAGE_PUSH_RETRY_DELAYS;
+      await server.close();
+    }
+  });
 });
 

@@ -1,4 +1,7 @@
+import fs from 'node:fs';
 import type { Command } from 'commander';
+import type { DecryptionKeys } from '../encryption/archive.js';
+import { readSecret } from './secret-prompt.js';
 import { StowageError, errorMessage, isStowageError } from '../errors.js';
 import type { Progress } from '../events/events.js';
 import { Stowage } from '../engine/stowage.js';
@@ -107,6 +110,8 @@ export function engineAction<A extends unknown[]>(fn: (out: Output, stowage: Sto
       },
     });
     try {
+      const keys = await commandKeys(cmd);
+      if (keys) stowage.useDecryptionKeys(keys);
       syncWebhooksFromConfig(webhooks, stowage.config);
       webhooks.resume(); // retries left by an earlier run (setups with no server)
       return await fn(out, stowage, ...(args as A));
@@ -127,4 +132,43 @@ export function collect(value: string, previous: string[] = []): string[] {
 export async function authService(stowage: Stowage): Promise<import('../server/auth.js').AuthService> {
   const { AuthService } = await import('../server/auth.js');
   return new AuthService(stowage.catalogue);
+}
+
+/**
+ * `--identity FILE` (repeatable) and `--passphrase` for the commands that read encrypted
+ * backups (restore, verify, show, drill). The passphrase is never an argument (shell history,
+ * `ps`): it comes from STOWAGE_PASSPHRASE, else a prompt on the terminal, else stdin's first line.
+ */
+export function addKeyOptions(cmd: Command): Command {
+  return cmd
+    .option('-i, --identity <file>', 'an age identity file (AGE-SECRET-KEY-1...) to decrypt an encrypted backup (repeatable; or STOWAGE_IDENTITY)', collect, [])
+    .option('--passphrase', 'decrypt with a passphrase: STOWAGE_PASSPHRASE, or asked for on the terminal');
+}
+
+const keysByCommand = new WeakMap<Command, Promise<DecryptionKeys | null>>();
+
+/** The keys a command was given (read once: a prompted passphrase is asked for once). */
+export function commandKeys(cmd: Command): Promise<DecryptionKeys | null> {
+  let keys = keysByCommand.get(cmd);
+  if (!keys) {
+    keys = readCommandKeys(cmd.opts() as { identity?: string[]; passphrase?: boolean });
+    keysByCommand.set(cmd, keys);
+  }
+  return keys;
+}
+
+async function readCommandKeys(opts: { identity?: string[]; passphrase?: boolean }): Promise<DecryptionKeys | null> {
+  const identities = (opts.identity ?? []).map((file) => {
+    try {
+      return fs.readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new StowageError('USAGE', `--identity ${file}: cannot read it (${(err as NodeJS.ErrnoException).code}); give the path of an age identity file (stowage keygen makes one)`);
+    }
+  });
+  let passphrase: string | undefined;
+  if (opts.passphrase === true) {
+    passphrase = process.env.STOWAGE_PASSPHRASE || (await readSecret('Passphrase: '));
+    if (!passphrase) throw new StowageError('USAGE', '--passphrase: no passphrase given (set STOWAGE_PASSPHRASE, or type it when asked)');
+  }
+  return identities.length || passphrase ? { identities, passphrase } : null;
 }

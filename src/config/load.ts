@@ -26,6 +26,8 @@ export interface StowageConfig {
   settings: Pick<ParsedConfig, 'backups' | 'verify' | 'drill'>;
   webhooks: ParsedConfig['webhooks'];
   points: ParsedConfig['points'];
+  /** Encrypt every backup to these (age); null: backups are not encrypted unless asked. */
+  encryption: NonNullable<ParsedConfig['encryption']> | null;
 }
 
 export interface LoadOptions {
@@ -125,6 +127,7 @@ export function resolveConfig(parsed: ParsedConfig, baseDir: string, configPath:
     settings: { backups: parsed.backups, verify: parsed.verify, drill: parsed.drill },
     webhooks: parsed.webhooks,
     points: parsed.points,
+    encryption: parsed.encryption ?? null,
     // A hook's relative cwd is relative to the configuration file, like every other path.
     hooks: Object.fromEntries(
       Object.entries(parsed.hooks).map(([phase, list]) => [phase, list.map((h) => (h.cwd ? { ...h, cwd: path.resolve(baseDir, h.cwd) } : h))]),
@@ -161,9 +164,11 @@ export function maskConfig(config: StowageConfig): StowageConfig {
   for (const w of copy.webhooks) if (w.secret) w.secret = mask(w.secret);
   // A password written into a PostgreSQL URL (userinfo or ?password=); passwordEnv names a variable, not a secret.
   for (const s of copy.sources) if (s.kind === 'postgres') s.url = redactPostgresUrl(s.url);
+  if (copy.encryption?.passphrase) copy.encryption.passphrase = mask(copy.encryption.passphrase)!;
   for (const p of copy.points) {
     if (p.method === 'git' && p.password) p.password = mask(p.password);
     if (p.method === 's3' && p.secretAccessKey) p.secretAccessKey = mask(p.secretAccessKey);
   }
   return copy;
 }
+

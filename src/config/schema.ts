@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { hooksSchema } from '../engine/hooks.js';
 import { settingsSchema } from './settings.js';
+import { parseRecipient } from '../encryption/age-keys.js';
 import { validatePointUrl, type PointMethod } from '../points/url.js';
 import { redactPostgresUrl } from '../sources/postgres.js';
 
@@ -154,6 +155,29 @@ export function pointSourceProblem(source: string, sources: ReadonlyArray<{ name
   return null;
 }
 
+/**
+ * Encryption of every backup (age format): to public keys (`age1...`, the server can write
+ * backups it cannot read) or to a passphrase. Per request it can be overridden.
+ */
+const encryptionSection = z
+  .object({
+    recipients: z
+      .array(
+        z.string().superRefine((r, ctx) => {
+          try {
+            parseRecipient(r);
+          } catch (err) {
+            ctx.addIssue({ code: 'custom', message: (err as Error).message });
+          }
+        }),
+        { error: 'must be a list of age public keys (age1..., made with "stowage keygen" or age-keygen)' },
+      )
+      .default([]),
+    passphrase: z.string().min(12, 'must be at least 12 characters (use ${ENV_NAME} to keep it out of the file)').optional(),
+  })
+  .strict()
+  .refine((e) => !(e.passphrase && e.recipients.length), { message: 'use either recipients or a passphrase, not both (age files hold one passphrase and nothing else)' });
+
 /** `host:port` for the server; the port may be 0 (any free port, for tests). */
 export const HTTP_ADDRESS = /^(\[[0-9a-fA-F:]+\]|[a-zA-Z0-9.-]+):(\d{1,5})$/;
 
@@ -253,6 +277,7 @@ export const configSchema = z
       .strict()
       .default({ level: 1 }),
     hooks: hooksSchema,
+    encryption: encryptionSection.optional(),
     // Defaults for the runtime settings (PATCH /api/settings overrides them; see settings.ts).
     backups: settingsSchema.shape.backups,
     verify: settingsSchema.shape.verify,

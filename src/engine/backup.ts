@@ -14,7 +14,8 @@ import { createEmptySource, createSource, PostgresSource } from '../sources/inde
 import { failpoint } from './failpoints.js';
 import { runAfterHooks, runJobHooks } from './job-hooks.js';
 import type { BackupContext, Source } from '../sources/source.js';
-import { defaultKey, keyFromName } from '../storage/keys.js';
+import { encryptingUpload, wantsEncryption, type EncryptionTarget } from '../encryption/archive.js';
+import { defaultKey, isEncryptedKey, keyFromName, nameOfKey } from '../storage/keys.js';
 import { LocalStorage } from '../storage/local.js';
 import { OutboxStorage } from '../storage/outbox.js';
 import { completedMessage, pushBackup, pushDelays } from './push.js';
@@ -41,6 +42,11 @@ export interface BackupOptions {
   output?: Writable;
   /** Archive every source as empty (a factory reset restores this). */
   emptySources?: boolean;
+  /**
+   * Encrypt to these (age; the key ends in `.zip.age`), overriding `encryption:` in
+   * stowage.yaml; `null` writes this backup unencrypted.
+   */
+  encryption?: EncryptionTarget | null;
 }
 
 /** Called at backup time for each dir source; returns more rules (relative to the source). */
@@ -65,12 +71,18 @@ export function resolveAppVersion(app: EngineContext['config']['app']): string {
  * `<app>_<UTC second>.zip`, or with `_2`, `_3`... when that second's key is taken (a safety
  * backup taken the second after a factory reset's would otherwise collide with it).
  */
-async function freeDefaultKey(ctx: EngineContext, storage: Storage, now: Date, trigger: BackupTrigger): Promise<string> {
-  const base = defaultKey(ctx.config.app.name, now, TRIGGER_PREFIX[trigger] ?? '').replace(/\.zip$/, '');
+async function freeDefaultKey(ctx: EngineContext, storage: Storage, now: Date, trigger: BackupTrigger, encrypted: boolean): Promise<string> {
+  const base = nameOfKey(defaultKey(ctx.config.app.name, now, TRIGGER_PREFIX[trigger] ?? ''));
   for (let n = 1; ; n++) {
-    const key = n === 1 ? `${base}.zip` : `${base}_${n}.zip`;
+    const key = keyFromName(n === 1 ? base : `${base}_${n}`, encrypted);
     if (!(await keyTaken(storage, key)) && !ctx.catalogue.getBackup(key)) return key;
   }
+}
+
+/** Whom this backup is encrypted to: the request's choice, else stowage.yaml's; null = not encrypted. */
+function backupEncryption(config: EngineContext['config'], options: BackupOptions): EncryptionTarget | null {
+  const target = options.encryption === undefined ? config.encryption : options.encryption;
+  return wantsEncryption(target) ? target : null;
 }
 
 /** Whether `key` is in use in `storage` (an outbox answers even when its bucket is unreachable). */
@@ -86,7 +98,12 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
   const trigger = options.trigger ?? 'manual';
   const now = new Date();
   const output = options.output;
-  const key = options.name || output ? keyFromName(options.name ?? defaultKey(config.app.name, now, TRIGGER_PREFIX[trigger] ?? '')) : await freeDefaultKey(ctx, storage, now, trigger);
+  const encryption = backupEncryption(config, options);
+  const encrypted = encryption !== null;
+  const key = options.name || output ? keyFromName(options.name ?? defaultKey(config.app.name, now, TRIGGER_PREFIX[trigger] ?? ''), encrypted) : await freeDefaultKey(ctx, storage, now, trigger, encrypted);
+  if (isEncryptedKey(key) !== encrypted) {
+    throw new StowageError('USAGE', encrypted ? `${key}: an encrypted backup's key ends in .zip.age` : `${key} ends in .zip.age, but this backup is not encrypted (no recipients or passphrase configured or given)`);
+  }
   // An archive written to `output` is not stored: it goes nowhere near storage or the catalogue.
   const catalogue = output ? null : ctx.catalogue;
   if (!output && (await keyTaken(storage, key))) throw new StowageError('BACKUP_EXISTS', `a backup named ${key} already exists; choose another name or delete it first`);
@@ -101,7 +118,7 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
   const record: BackupRecord = {
     key,
     id: crypto.randomUUID(),
-    name: key.replace(/\.zip$/, ''),
+    name: nameOfKey(key),
     description: options.description ?? '',
     status: 'started',
     statusMessage: '',
@@ -116,7 +133,7 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
     sources: [],
     excludes: [],
     warnings: [],
-    encrypted: false,
+    encrypted,
   };
   if (catalogue) {
     catalogue.insertBackup(record, storage.description);
@@ -188,6 +205,7 @@ export async function runBackup(ctx: EngineContext, options: BackupOptions = {})
       for (const w of await runJobHooks(ctx, 'beforeBackup', { ...hookContext, event: 'backup.before' })) warn('', w);
     }
     upload = output ? streamUpload(key, output) : await storage.createUpload(key);
+    if (encryption) upload = encryptingUpload(upload, encryption);
     writer = newWriter(upload);
     // Source contexts with their exclude rules, hooks included.
     const contexts: BackupContext[] = [];

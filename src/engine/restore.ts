@@ -1,3 +1,4 @@
+import type { DecryptionKeys } from '../encryption/archive.js';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -42,6 +43,8 @@ export interface RestoreOptions {
   targetDir?: string;
   /** Override restore.safetyBackup for this run. */
   safetyBackup?: boolean;
+  /** Keys for an encrypted backup (else the engine's, else STOWAGE_IDENTITY / STOWAGE_PASSPHRASE). */
+  decrypt?: DecryptionKeys;
   /** What started the restore, for the command hooks' STOWAGE_TRIGGER: "manual" (CLI, library; the default), "api", ... */
   trigger?: string;
 }

@@ -10,7 +10,8 @@ import { planRetention, type RetentionDecision } from '../schedule/retention.js'
 import { loadConfig, type LoadOptions, type StowageConfig } from '../config/load.js';
 import { StowageError, errorMessage, isStowageError } from '../errors.js';
 import { StowageEmitter, progressThrottle } from '../events/events.js';
-import { assertValidKey, isValidKey, keyFromName } from '../storage/keys.js';
+import { decryptToTempFile, decryptionKeysFromEnv, isEncryptedFile, type DecryptionKeys } from '../encryption/archive.js';
+import { assertValidKey, isEncryptedKey, isValidKey, keyFromName, nameOfKey } from '../storage/keys.js';
 import { LocalStorage } from '../storage/local.js';
 import type { Storage, StoredObject } from '../storage/storage.js';
 import { STOWAGE_VERSION } from '../version.js';
@@ -89,6 +90,7 @@ export class Stowage extends StowageEmitter {
   private heldLock: HeldLock | null = null;
   private currentJob: { kind: JobKind; description: string; key: string | null } | null = null;
   private currentJobId: string | null = null;
+  private decryptionKeys: DecryptionKeys | null = null;
   private listMemo: { stored: readonly StoredObject[]; records: readonly BackupRecord[]; result: readonly BackupInfo[] } | null = null;
 
   private constructor(config: StowageConfig) {
@@ -325,11 +327,23 @@ export class Stowage extends StowageEmitter {
         sources: manifest.sources.map((s) => ({ name: s.name, kind: s.kind, path: s.path, files: s.files, bytes: s.bytes })),
         excludes: manifest.excludes,
         warnings: manifest.warnings,
-        encrypted: false,
+        encrypted: isEncryptedKey(key),
       };
       this.catalogue.insertBackup(record, this.storage.description);
       return record;
     } catch (err) {
+      // An encrypted archive this process has no key for: listed, its details unknown until decrypted.
+      if (isStowageError(err, 'DECRYPT_FAILED') && isEncryptedKey(key) && !existing) {
+        const size = (await this.storage.stat(key))?.size ?? 0;
+        const record: BackupRecord = {
+          key, id: `encrypted-${key}`, name: nameOfKey(key), description: '', status: 'completed',
+          statusMessage: 'encrypted, found in storage without a catalogue entry: its sources and versions are known once it is decrypted (stowage show KEY --identity FILE)',
+          trigger: 'upload', createdAt: modified.toISOString(), completedAt: modified.toISOString(), size, hostname: '', appName: '', appVersion: '',
+          labels: {}, sources: [], excludes: [], warnings: [], encrypted: true,
+        };
+        this.catalogue.insertBackup(record, this.storage.description);
+        return record;
+      }
       if (existing) {
         this.catalogue.updateBackup(key, { statusMessage: `not a usable Stowage backup: ${errorMessage(err)}`, size: (await this.storage.stat(key))?.size ?? 0 });
         return this.catalogue.getBackup(key);
@@ -337,7 +351,7 @@ export class Stowage extends StowageEmitter {
       const record: BackupRecord = {
         key,
         id: `foreign-${key}`,
-        name: key.replace(/\.zip$/, ''),
+        name: nameOfKey(key),
         description: '',
         status: 'failed',
         statusMessage: `not a usable Stowage backup: ${errorMessage(err)}`,
@@ -363,8 +377,32 @@ export class Stowage extends StowageEmitter {
     return { ...record, size: size ?? record.size, modified: (modified ?? new Date(record.completedAt ?? record.createdAt)).toISOString() };
   }
 
-  /** Resolves KEY or FILE to a local archive path. */
-  private async openArchive(keyOrFile: string): Promise<{ file: string; key: string; release: () => Promise<void> }> {
+  /**
+   * Keys for encrypted backups, used when a call gives none (the CLI sets them from --identity
+   * and --passphrase); STOWAGE_IDENTITY / STOWAGE_PASSPHRASE otherwise.
+   */
+  useDecryptionKeys(keys: DecryptionKeys): void {
+    this.decryptionKeys = keys;
+  }
+
+  /** Resolves KEY or FILE to a local archive path; an encrypted one is decrypted into scratch space first. */
+  private async openArchive(keyOrFile: string, keys?: DecryptionKeys): Promise<{ file: string; key: string; release: () => Promise<void> }> {
+    const local = await this.locateArchive(keyOrFile);
+    if (!isEncryptedFile(local.file)) return local;
+    try {
+      const given = keys ?? this.decryptionKeys ?? decryptionKeysFromEnv();
+      const file = await decryptToTempFile(local.file, given, this.context.tempDir, local.key);
+      return { file, key: local.key, release: async () => {
+        await fs.promises.rm(file, { force: true });
+        await local.release();
+      } };
+    } catch (err) {
+      await local.release();
+      throw err;
+    }
+  }
+
+  private async locateArchive(keyOrFile: string): Promise<{ file: string; key: string; release: () => Promise<void> }> {
     if (isValidKey(keyOrFile) && !keyOrFile.includes('/')) {
       if (await this.storage.stat(keyOrFile)) {
         const copy = await this.storage.localCopy(keyOrFile, this.context.tempDir);
@@ -382,8 +420,8 @@ export class Stowage extends StowageEmitter {
     return { file, key: path.basename(file), release: async () => {} };
   }
 
-  async readManifest(keyOrFile: string): Promise<Manifest> {
-    const archive = await this.openArchive(keyOrFile);
+  async readManifest(keyOrFile: string, keys?: DecryptionKeys): Promise<Manifest> {
+    const archive = await this.openArchive(keyOrFile, keys);
     try {
       const reader = await ArchiveReader.open(archive.file);
       try {
@@ -397,8 +435,8 @@ export class Stowage extends StowageEmitter {
   }
 
   /** Re-reads every entry and checks its SHA-256 against the manifest. */
-  async verify(keyOrFile: string): Promise<VerifyResult> {
-    const archive = await this.openArchive(keyOrFile);
+  async verify(keyOrFile: string, keys?: DecryptionKeys): Promise<VerifyResult> {
+    const archive = await this.openArchive(keyOrFile, keys);
     const result: VerifyResult = { key: archive.key, ok: true, entries: 0, files: 0, bytes: 0, errors: [] };
     try {
       const reader = await ArchiveReader.open(archive.file);
@@ -443,7 +481,7 @@ export class Stowage extends StowageEmitter {
   async restore(keyOrFile: string, options: RestoreOptions = {}): Promise<RestoreOutcome> {
     if (options.dryRun) {
       // A dry run reads only; it does not wait for (or block) other jobs.
-      const archive = await this.openArchive(keyOrFile);
+      const archive = await this.openArchive(keyOrFile, options.decrypt);
       try {
         return await runRestore(this.context, archive, options, null);
       } finally {
@@ -466,7 +504,7 @@ export class Stowage extends StowageEmitter {
       async () => {
         const disabled = restoreDisabledReason(this.context);
         if (disabled) throw new StowageError('RESTORE_DISABLED', `${disabled}; nothing was changed`);
-        const archive = await this.openArchive(keyOrFile);
+        const archive = await this.openArchive(keyOrFile, options.decrypt);
         this.markRestoreStarted(archive.key);
         return archive;
       },

@@ -69,6 +69,15 @@ export class BackupsService {
     }
   }
 
+  /**
+   * Downloads an encrypted backup (`.zip.age`) as its plain ZIP, decrypted on the server with the
+   * identity file's contents or the passphrase given here (used for this request only). A wrong
+   * key rejects with a 400 before any byte is sent.
+   */
+  downloadDecrypted(key: string, keys: { identity?: string; passphrase?: string }, options: RequestOptions = {}): Promise<Response> {
+    return this.client.send(`${backupPath(key)}/download-decrypted`, { ...options, method: 'POST', json: keys });
+  }
+
   /** A download token for this backup only, valid 3 minutes. */
   downloadToken(key: string, options: RequestOptions = {}): Promise<DownloadToken> {
     return this.client.sendJson(`${backupPath(key)}/download-token`, { ...options, method: 'POST' });

@@ -76,11 +76,33 @@ export const KeyParams = Type.Object({
   key: Type.String({ description: 'backup key: lowercase letters, digits, _ - . @, ending in .zip', maxLength: 150 }),
 });
 
+/** Who can read a backup (age): public keys or one passphrase; `false` writes it unencrypted. */
+const EncryptionRequest = Type.Union(
+  [
+    Type.Object(
+      {
+        recipients: Type.Optional(Type.Array(Type.String({ maxLength: 200 }), { maxItems: 50, description: 'age public keys (age1...)' })),
+        passphrase: Type.Optional(Type.String({ minLength: 12, maxLength: 1000, description: 'instead of recipients; never returned or logged' })),
+      },
+      { additionalProperties: false },
+    ),
+    Type.Literal(false),
+  ],
+  { description: 'overrides encryption: in stowage.yaml for this backup; false = not encrypted' },
+);
+
+/** Keys that open an encrypted backup; used for this request only, never stored or logged. */
+const DecryptionRequest = {
+  identity: Type.Optional(Type.String({ maxLength: 100_000, description: 'an age identity file\'s contents (AGE-SECRET-KEY-1...)' })),
+  passphrase: Type.Optional(Type.String({ maxLength: 1000 })),
+};
+
 export const CreateBackupBody = Type.Object(
   {
     name: Type.Optional(Type.String({ maxLength: 146, description: 'the key without .zip (default: <app>_<UTC timestamp>)' })),
     description: Type.Optional(Type.String({ maxLength: 1000 })),
     excludes: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 1000 }), { maxItems: 1000, description: 'extra fnmatch rules for this backup' })),
+    encryption: Type.Optional(EncryptionRequest),
   },
   { additionalProperties: false },
 );
@@ -151,10 +173,13 @@ export const RestoreBody = Type.Object(
     sources: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { description: 'restore only these sources (default: all)' })),
     force: Type.Optional(Type.Boolean({ description: 'restore despite the version policy' })),
     safetyBackup: Type.Optional(Type.Boolean({ description: 'override restore.safetyBackup for this run' })),
+    ...DecryptionRequest,
   },
   { additionalProperties: false },
 );
 export type RestoreBody = Static<typeof RestoreBody>;
+
+export const DecryptedDownloadBody = Type.Object(DecryptionRequest, { additionalProperties: false });
 
 export const SourceRestoreResult = Type.Object({
   name: Type.String(),
@@ -197,6 +222,7 @@ export const ExportBody = Type.Object(
   {
     key: Type.String({ description: 'the backup key (STOWAGE_BACKUP_KEY)', maxLength: 1000 }),
     excludes: Type.Optional(Type.Array(Type.String({ minLength: 1 }), { maxItems: 1000 })),
+    aes_key: Type.Optional(Type.String({ maxLength: 200, description: 'a 256-bit key (64 hex digits or base64): the export is sent encrypted with AES-256-GCM (docs/FORMAT.md section 7; stowage decrypt reads it)' })),
   },
   { additionalProperties: false },
 );
@@ -225,9 +251,14 @@ export const Health = Type.Object(
         }),
         lastVerifiedAt: Type.Union([Type.String(), Type.Null()], { description: 'the newest successful verification of a backup' }),
         lastVerifiedRestoreAt: Type.Union([Type.String(), Type.Null()], { description: 'the newest successful restore drill' }),
+        uploadsPending: Type.Array(
+          Type.Object({ key: Type.String(), createdAt: Type.String(), message: Type.String({ description: 'why it is not in remote storage yet, and when it is retried' }) }),
+          { description: 'backups written locally that remote storage (S3) has not taken yet: not off-site' },
+        ),
       },
       { description: 'so that weeks without a backup do not go unnoticed' },
     ),
+    storage: Type.String({ description: 'where backups are kept now: a local folder, or an S3 bucket (stowage.yaml, or backups.s3 in the settings)' }),
   },
   {},
 );

@@ -1,7 +1,19 @@
 import { StowageError } from '../errors.js';
 
-/** Lowercase letters, digits, `_ - . @`, ending in `.zip`; never a path. */
-const KEY_PATTERN = /^[a-z0-9_\-@][a-z0-9_\-.@]*\.zip$/;
+/** Lowercase letters, digits, `_ - . @`, ending in `.zip` (`.zip.age` when encrypted); never a path. */
+const KEY_PATTERN = /^[a-z0-9_\-@][a-z0-9_\-.@]*\.zip(\.age)?$/;
+
+/** What an encrypted backup's key ends with: the age file around the ZIP. */
+export const ENCRYPTED_SUFFIX = '.zip.age';
+
+export function isEncryptedKey(key: string): boolean {
+  return key.endsWith(ENCRYPTED_SUFFIX);
+}
+
+/** The key without `.zip` / `.zip.age`: the backup's name. */
+export function nameOfKey(key: string): string {
+  return key.replace(/\.zip(\.age)?$/, '');
+}
 export const MAX_KEY_LENGTH = 150;
 
 export function isValidKey(key: string): boolean {
@@ -13,15 +25,17 @@ export function assertValidKey(key: string): string {
     throw new StowageError(
       'INVALID_KEY',
       `"${key}" is not a valid backup key: use at most ${MAX_KEY_LENGTH} characters of lowercase letters, digits, "_", "-", ".", "@", ` +
-        'not starting with "." and ending in ".zip" (e.g. "before_upgrade.zip"); folders and path separators are not allowed',
+        'not starting with "." and ending in ".zip" (".zip.age" when encrypted; e.g. "before_upgrade.zip"); folders and path separators are not allowed',
     );
   }
   return key;
 }
 
 /** `--name before upgrade` -> `before_upgrade.zip`? No: names are checked, not silently rewritten. */
-export function keyFromName(name: string): string {
-  return assertValidKey(name.endsWith('.zip') ? name : `${name}.zip`);
+export function keyFromName(name: string, encrypted = false): string {
+  if (name.endsWith(ENCRYPTED_SUFFIX)) return assertValidKey(name);
+  const zip = name.endsWith('.zip') ? name : `${name}.zip`;
+  return assertValidKey(encrypted ? `${zip}.age` : zip);
 }
 
 export function snakeCase(text: string, max = 50): string {

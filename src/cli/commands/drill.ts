@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { DrillResult } from '../../engine/drill.js';
 import { formatBytes, formatCount, formatDuration } from '../format.js';
-import { engineAction, EXIT } from '../runtime.js';
+import { engineAction, EXIT, addKeyOptions } from '../runtime.js';
 
 /** What to do about a failed drill, from what failed. */
 function advice(result: DrillResult): string[] {
@@ -19,8 +19,7 @@ function advice(result: DrillResult): string[] {
 }
 
 export function registerDrill(program: Command): void {
-  program
-    .command('drill')
+  addKeyOptions(program.command('drill'))
     .argument('[key]', 'a backup key from "stowage list" (default: the newest completed backup)')
     .description('restore drill: restore a backup into a scratch folder, compare it with its manifest, check its SQLite databases, and record the result')
     .option('--json', 'JSON lines: progress, then one result')

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { StowageError } from '../../errors.js';
 import type { SourcePlan } from '../../engine/restore-plan.js';
 import { formatBytes, formatCount, formatDuration } from '../format.js';
-import { collect, engineAction, EXIT, type Output } from '../runtime.js';
+import { collect, engineAction, EXIT, type Output, addKeyOptions } from '../runtime.js';
 
 function printPlan(out: Output, plan: SourcePlan[]): void {
   for (const p of plan) {
@@ -22,8 +22,7 @@ function printPlan(out: Output, plan: SourcePlan[]): void {
 }
 
 export function registerRestore(program: Command): void {
-  program
-    .command('restore')
+  addKeyOptions(program.command('restore'))
     .argument('<key|file>', 'a backup key from "stowage list", or the path of an archive')
     .description('restore a backup over the configured sources: verified first, swapped in atomically, rolled back on failure')
     .option('--dry-run', 'list what would be added, replaced and removed; change nothing')

@@ -1,10 +1,9 @@
 import type { Command } from 'commander';
 import { formatBytes, formatCount } from '../format.js';
-import { engineAction } from '../runtime.js';
+import { engineAction, addKeyOptions } from '../runtime.js';
 
 export function registerShow(program: Command): void {
-  program
-    .command('show')
+  addKeyOptions(program.command('show'))
     .argument('<key|file>', 'a backup key from "stowage list", or the path of an archive')
     .description('show a backup\'s manifest: sources, files, sizes, app version, host')
     .option('--entries', 'also list every entry')

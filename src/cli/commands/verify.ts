@@ -1,11 +1,10 @@
 import type { Command } from 'commander';
 import { StowageError } from '../../errors.js';
 import { formatBytes, formatCount, formatDuration } from '../format.js';
-import { engineAction, EXIT } from '../runtime.js';
+import { engineAction, EXIT, addKeyOptions } from '../runtime.js';
 
 export function registerVerify(program: Command): void {
-  program
-    .command('verify')
+  addKeyOptions(program.command('verify'))
     .argument('[key|file]', 'a backup key, or the path of an archive (with --record: default the newest completed backup)')
     .description('re-read every entry of a backup and check every SHA-256 against its manifest')
     .option('--record', 'record the result on the backup (verifiedAt, shown in GET /api/health), as scheduled verification does')

@@ -7,13 +7,16 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { isStowageError } from '../../errors.js';
-import { isValidKey, keyFromName } from '../../storage/keys.js';
+import type { DecryptionKeys } from '../../encryption/archive.js';
+import { createAesGcmEncryptStream, createAgeDecryptStream, parseAesKey } from '../../encryption/index.js';
+import { isEncryptedKey, isValidKey, keyFromName } from '../../storage/keys.js';
 import { safeEqual } from '../auth.js';
 import { SECURED, errorResponses, guard, type ServerContext } from '../context.js';
 import { sendArchive } from '../download.js';
 import { HttpError, fieldError } from '../http-errors.js';
 import { restoreStatusBody } from './system.js';
 import {
+  DecryptedDownloadBody,
   Backup,
   BackupDetail,
   CreateBackupBody,
@@ -113,7 +116,8 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
           throw fieldError(400, 'name', 'validation_invalid_key', (err as Error).message);
         }
       }
-      const options = { name: body.name, description: body.description, excludes: body.excludes, trigger: 'api' as const };
+      const encryption = body.encryption === false ? null : body.encryption;
+      const options = { name: body.name, description: body.description, excludes: body.excludes, trigger: 'api' as const, ...(encryption !== undefined ? { encryption } : {}) };
       if (/\brespond-async\b/i.test(String(request.headers.prefer ?? ''))) {
         const job = await ctx.jobs.startBackup(options);
         job.done.catch((err: unknown) => request.log.warn({ err: { message: (err as Error).message } }, 'backup failed'));
@@ -194,7 +198,8 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
       const key = checkKey(request.params.key);
       if (!(await stowage.storage.stat(key))) throw new HttpError(404, `No backup named ${key}.`);
       const body = request.body ?? {};
-      const job = await ctx.jobs.startRestore(key, { sources: body.sources, force: body.force, safetyBackup: body.safetyBackup, trigger: 'api' });
+      const decrypt = decryptionKeys(body);
+      const job = await ctx.jobs.startRestore(key, { sources: body.sources, force: body.force, safetyBackup: body.safetyBackup, trigger: 'api', ...(decrypt ? { decrypt } : {}) });
       job.done.catch((err: unknown) => request.log.warn({ err: { message: (err as Error).message } }, 'restore failed'));
       return reply.code(202).send(restoreStatusBody(ctx, { ...stowage.restoreStatus(), status: 'started', key, message: `restoring ${key}` }));
     },
@@ -231,19 +236,100 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
     },
     handler: async (request, reply) => {
       if (!safeEqual(request.body.key, ctx.backupKey!)) throw fieldError(403, 'key', 'invalid_backup_key', 'The backup key is wrong.');
+      const aesKey = request.body.aes_key === undefined ? null : parseExportKey(request.body.aes_key);
       const out = new PassThrough({ highWaterMark: 1024 * 1024 });
-      const job = await stowage.exportBackup(out, { excludes: request.body.excludes });
+      // SysReptor-style: with aes_key the archive is sealed for the caller (AES-256-GCM), not age.
+      const sink = aesKey ? createAesGcmEncryptStream(aesKey) : out;
+      if (aesKey) pipeline(sink, out).catch(() => {});
+      const job = await stowage.exportBackup(sink, { excludes: request.body.excludes, ...(aesKey ? { encryption: null } : {}) });
       job.done.catch((err: unknown) => {
         // Headers are gone: cutting the stream is how the client learns (the ZIP has no end record).
         request.log.warn({ err: { message: (err as Error).message } }, 'export failed');
         out.destroy(err as Error);
       });
-      const name = `${stowage.config.app.name.replace(/[^A-Za-z0-9_.-]+/g, '_')}_export_${new Date().toISOString().replace(/[-:]/g, '').slice(0, 15)}.zip`;
-      return reply.header('Content-Type', 'application/zip').header('Content-Disposition', `attachment; filename="${name}"`).header('Cache-Control', 'no-store').send(out);
+      const name = `${stowage.config.app.name.replace(/[^A-Za-z0-9_.-]+/g, '_')}_export_${new Date().toISOString().replace(/[-:]/g, '').slice(0, 15)}.zip${aesKey ? '.aesgcm' : ''}`;
+      return reply.header('Content-Type', aesKey ? 'application/octet-stream' : 'application/zip').header('Content-Disposition', `attachment; filename="${name}"`).header('Cache-Control', 'no-store').send(out);
+    },
+  });
+
+  app.post('/api/backups/:key/download-decrypted', {
+    schema: {
+      tags,
+      summary: 'Download an encrypted backup as its plain ZIP, decrypted with the identity or passphrase in the body (used for this request only); needs backups:download',
+      security: SECURED,
+      params: KeyParams,
+      body: DecryptedDownloadBody,
+      response: { 200: Type.Any({ description: 'the plain archive (application/zip)' }), ...errorResponses(400, 401, 403, 404) },
+    },
+    onRequest: guard(ctx, 'backups:download'),
+    handler: async (request, reply) => {
+      const key = checkKey(request.params.key);
+      if (!(await stowage.storage.stat(key))) throw new HttpError(404, `No backup named ${key}.`);
+      if (!isEncryptedKey(key)) throw fieldError(400, 'key', 'validation_not_encrypted', `${key} is not encrypted; download it with GET /api/backups/${key}`);
+      const keys = decryptionKeys(request.body);
+      if (!keys) throw fieldError(400, 'identity', 'validation_required', 'give the identity (the contents of an age identity file) or the passphrase');
+      const copy = await stowage.storage.localCopy(key, stowage.scratchDir);
+      // The header is checked (and the key found) before the response starts, so a wrong key is a 400.
+      const plain = createAgeDecryptStream({ identities: keys.identities, passphrase: keys.passphrase });
+      const source = fs.createReadStream(copy.path);
+      const first = await firstChunk(source.pipe(plain));
+      const release = () => void copy.release().catch(() => {});
+      const body = new PassThrough({ highWaterMark: 1024 * 1024 });
+      if (first) body.write(first);
+      pipeline(plain, body).then(release, (err: unknown) => {
+        release();
+        request.log.warn({ err: { message: (err as Error).message } }, 'decrypted download failed');
+      });
+      return reply
+        .header('Content-Type', 'application/zip')
+        .header('Content-Disposition', `attachment; filename="${key.replace(/\.age$/, '')}"`)
+        .header('Cache-Control', 'no-store')
+        .send(body);
     },
   });
 
   registerUpload(app, ctx, options.maxUploadSize);
+}
+
+/** Keys in a request body (identity file contents, passphrase) for one encrypted backup; null if none. */
+function decryptionKeys(body: { identity?: string; passphrase?: string }): DecryptionKeys | null {
+  if (!body.identity && !body.passphrase) return null;
+  return { ...(body.identity ? { identities: [body.identity] } : {}), ...(body.passphrase ? { passphrase: body.passphrase } : {}) };
+}
+
+function parseExportKey(text: string): Buffer {
+  try {
+    return parseAesKey(text);
+  } catch (err) {
+    throw fieldError(400, 'aes_key', 'validation_invalid_key', (err as Error).message);
+  }
+}
+
+/** The first chunk a stream produces (null at its end); its errors (a wrong key) reject. */
+function firstChunk(stream: Readable): Promise<Buffer | null> {
+  return new Promise((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      cleanup();
+      stream.pause();
+      resolve(chunk);
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(null);
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    const cleanup = () => {
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('error', onError);
+    };
+    stream.on('data', onData);
+    stream.once('end', onEnd);
+    stream.once('error', onError);
+  });
 }
 
 /**

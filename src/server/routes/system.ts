@@ -75,6 +75,8 @@ export function backupHealth(records: readonly BackupRecord[], settings: Pick<Se
     overdue,
     lastVerifiedAt: newest((r) => (r.verifyStatus === 'ok' ? r.verifiedAt : null)),
     lastVerifiedRestoreAt: newest((r) => (r.drillStatus === 'ok' ? r.drilledAt : null)),
+    // Kept locally because remote storage refused them (or still being pushed): not off-site yet.
+    uploadsPending: records.filter((r) => r.status === 'uploading').map((r) => ({ key: r.key, createdAt: r.createdAt, message: r.statusMessage })),
   };
 }
 
@@ -101,6 +103,7 @@ export function registerSystemRoutes(app: App, ctx: ServerContext): void {
       canBackup: isIdle(ctx),
       restoreEnabled: restoreDisabledReason({ config: stowage.config }) === null,
       backups: backupHealth(stowage.catalogue.listBackups(), stowage.settings.get()),
+      storage: stowage.storage.description,
       demo: stowage.usingDefaultConfig
         ? { enabled: true, message: DEMO_MESSAGE.replace('<dataDir>', stowage.config.dataDir) }
         : { enabled: false, message: `configuration: ${stowage.config.configPath}` },
