@@ -27,7 +27,7 @@ export type ErrorResponse = Static<typeof ErrorResponse>;
 
 export const SourceSummary = Type.Object({
   name: Type.String(),
-  kind: Type.String({ description: 'dir | sqlite' }),
+  kind: Type.String({ description: 'dir | sqlite | postgres' }),
   path: Type.String({ description: 'where it was backed up from' }),
   files: Type.Integer(),
   bytes: Type.Integer(),
@@ -153,7 +153,24 @@ export const ManifestPage = Type.Object(
     hostname: Type.String(),
     app: Type.Object({ name: Type.String(), version: Type.String(), labels: Type.Record(Type.String(), Type.String()) }),
     stowage: Type.Object({ version: Type.String() }),
-    sources: Type.Array(Type.Object({ name: Type.String(), kind: Type.String(), path: Type.String(), files: Type.Integer(), dirs: Type.Integer(), symlinks: Type.Integer(), bytes: Type.Integer(), excludes: Type.Array(Type.String()) })),
+    sources: Type.Array(
+      Type.Object({
+        name: Type.String(),
+        kind: Type.String({ description: 'dir | sqlite | postgres' }),
+        path: Type.String(),
+        files: Type.Integer(),
+        dirs: Type.Integer(),
+        symlinks: Type.Integer(),
+        bytes: Type.Integer(),
+        excludes: Type.Array(Type.String()),
+        postgres: Type.Optional(
+          Type.Object(
+            { serverVersion: Type.String(), serverVersionNum: Type.Integer(), pgDumpVersion: Type.String(), database: Type.String() },
+            { description: 'postgres sources: the server the dump came from (restore.versionPolicy compares its major version)' },
+          ),
+        ),
+      }),
+    ),
     excludes: Type.Array(Type.String()),
     warnings: Type.Array(Type.Object({ path: Type.String(), reason: Type.String() })),
     entries: Type.Object({
