@@ -1,10 +1,10 @@
-import type { DecryptionKeys } from '../encryption/archive.js';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import type { ManifestSource } from '../archive/manifest.js';
 import { ArchiveReader } from '../archive/zip-reader.js';
+import type { DecryptionKeys } from '../encryption/archive.js';
 import { StowageError, errorMessage, isStowageError } from '../errors.js';
 import { progressThrottle, type Progress } from '../events/events.js';
 import { syncFilesystem } from '../fs/durable.js';
