@@ -166,6 +166,7 @@ export async function buildServer(stowage: Stowage, options: ServerOptions = {})
   registerSettingsRoutes(app, context);
   registerPointRoutes(app, context);
   app.get('/api/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  (await import('./web.js')).registerWebPanel(app); // the web panel at / (dist/web), never under /api
 
   // Webhook deliveries a crash or a CLI process left pending: at start, then every minute.
   let resumeTimer: NodeJS.Timeout | undefined;
