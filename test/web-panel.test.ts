@@ -59,7 +59,7 @@ sources:
   - { name: db, kind: sqlite, path: ./app/app.db }
 hooks:
   beforeBackup:
-    - command: ["sh", "-c", "if [ -e '${flag}' ]; then echo cannot flush the cache >&2; exit 3; fi"]
+    - command: ["sh", "-c", "if [ -e '${flag}' ]; then echo cannot flush the cache >&2; exit 3; fi; if [ -e '${flag}.slow' ]; then sleep 2; fi"]
 server:
   http: 127.0.0.1:0
   maxUploadSize: 5MB
@@ -148,7 +148,15 @@ server:
     await dialog.getByLabel(/^Name/).fill('panel-one');
     await dialog.getByLabel(/^Description/).fill('made in the panel');
     await dialog.getByLabel(/^Extra excludes/).fill('*.tmp');
-    await dialog.getByRole('button', { name: 'Create backup' }).click();
+    // A hook holds the backup for 2 s: the dialog and the table follow it live (SSE), no reload.
+    fs.writeFileSync(`${flag}.slow`, '');
+    try {
+      await dialog.getByRole('button', { name: 'Create backup' }).click();
+      await dialog.locator('.progress progress').waitFor();
+      await row('panel-one.zip').locator('.badge', { hasText: 'started' }).waitFor();
+    } finally {
+      fs.rmSync(`${flag}.slow`, { force: true });
+    }
     await dialog.getByTestId('create-result').filter({ hasText: 'Backup completed: panel-one.zip' }).waitFor();
     await shot('create-backup');
     await dialog.getByRole('button', { name: 'Done' }).click();
