@@ -9,8 +9,10 @@
 // with hrtime around the child. Before each timed command the harness runs `sync` (untimed)
 // so no run pays for an earlier run's dirty pages; the `sync` right after it is timed on its
 // own ("then sync") because zip, unzip and pigz leave their output in the page cache while
-// stowage (and restic) fsync. Tools run round-robin (run 1 of every tool, then run 2, ...)
-// so slow drift in the machine does not favour one tool. The page cache is warm: one untimed
+// stowage (and restic) fsync. `stowage (age)` rows run the same backup with
+// `encryption.recipients` in stowage.yaml (a key made by `stowage keygen` once per run of the
+// harness) and restore that backup with `--identity`. Tools run round-robin (run 1 of every
+// tool, then run 2, ...) so slow drift in the machine does not favour one tool. The page cache is warm: one untimed
 // read of the corpus comes first. The report (Markdown) goes to stdout, progress to stderr.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -147,8 +149,46 @@ fs.writeFileSync(CFG_R, yaml(path.join(TMP, 'data-restore'), path.join(TMP, 'unu
 // Run the CLI as its bin does: the shebang of dist/cli/main.js passes these node flags.
 const CLI_NODE_FLAGS = (fs.readFileSync(BUILT_CLI, 'utf8').split('\n')[0].match(/node\s+(.*)$/)?.[1] ?? '').split(/\s+/).filter(Boolean);
 const stowage = (cfg, ...args) => [process.execPath, ...CLI_NODE_FLAGS, CLI, '--config', cfg, ...args];
+// Encrypted backups: one age key pair per run of the harness, made by the CLI under test.
+const IDENTITY = path.join(TMP, 'age-identity.txt');
+const recipient = (() => {
+  const r = run(process.execPath, [CLI, 'keygen', '-o', IDENTITY, '--json']);
+  const res = r.stdout.trim().split('\n').map((l) => { try { return JSON.parse(l); } catch { return null; } }).find((o) => o?.type === 'result');
+  if (r.status !== 0 || !/^age1[0-9a-z]+$/.test(res?.recipient ?? '') || !fs.existsSync(IDENTITY)) die(`stowage keygen -o ${IDENTITY} failed (exit ${r.status}): ${tail(r.stdout + r.stderr)}`);
+  return res.recipient;
+})();
+const CFG_E = path.join(TMP, 'stowage-age.yaml');
+fs.writeFileSync(CFG_E, `${yaml(path.join(TMP, 'data-age'), corpus)}encryption:\n  recipients: [${JSON.stringify(recipient)}]\n`);
 const ZIP = path.join(TMP, 'zip-r.zip'), ZIP0 = path.join(TMP, 'zip-0.zip'), TGZ = path.join(TMP, 'out.tgz'), REPO = path.join(TMP, 'restic-repo');
-let stowageArchive = null, lastStowageKey = null;
+// The latest backup of each Stowage variant: what its restore rows read, what its next backup deletes.
+const variants = {
+  plain: { tool: 'stowage', cfg: CFG, dataDir: path.join(TMP, 'data'), ext: '.zip', encrypted: false, archive: null, key: null },
+  age: { tool: 'stowage (age)', cfg: CFG_E, dataDir: path.join(TMP, 'data-age'), ext: '.zip.age', encrypted: true, archive: null, key: null },
+};
+const AGE_MAGIC = 'age-encryption.org/v1\n';
+/** The backup case of one Stowage variant (plain or encrypted): same command, same checks. */
+function stowageBackupCase(v) {
+  return { tool: v.tool, op: 'backup', skip: null,
+    prep: () => { if (v.key) { const r = run(process.execPath, [CLI, '--config', v.cfg, 'delete', v.key, '--json']); if (r.status !== 0) notes.push(`${v.tool} delete ${v.key} failed: ${tail(r.stderr)}`); v.archive = v.key = null; } },
+    cmd: (i) => [stowage(v.cfg, 'backup', '--name', `run-${i}`, '--json'), {}],
+    after: (i, r) => {
+      v.key = `run-${i}${v.ext}`;
+      v.archive = path.join(v.dataDir, 'backups', v.key);
+      const res = r.stdout.trim().split('\n').map((l) => { try { return JSON.parse(l); } catch { return null; } }).find((o) => o?.type === 'result');
+      const src = res?.backup?.sources?.[0];
+      let error = !res?.ok ? `no ok result: ${tail(r.stdout + r.stderr)}` : src.files !== C.files || src.bytes !== C.bytes ? `reported ${src.files} files / ${src.bytes} B, corpus has ${C.files} / ${C.bytes} B` : null;
+      if (!error && res.backup.key !== v.key) error = `backup key is ${res.backup.key}, expected ${v.key}`;
+      if (!error && Boolean(res.backup.encrypted) !== v.encrypted) error = `backup reports encrypted: ${res.backup.encrypted}, expected ${v.encrypted}`;
+      if (!fs.existsSync(v.archive)) { const missing = v.archive; v.archive = null; return { error: error ?? `${missing} is missing` }; }
+      if (!error) { // the stored file itself: an age file for the encrypted variant, a ZIP otherwise
+        const head = Buffer.alloc(AGE_MAGIC.length), fd = fs.openSync(v.archive, 'r');
+        try { fs.readSync(fd, head, 0, head.length, 0); } finally { fs.closeSync(fd); }
+        const isAge = head.toString('latin1') === AGE_MAGIC;
+        if (isAge !== v.encrypted) error = `${v.archive} ${isAge ? 'starts' : 'does not start'} with the age header (${JSON.stringify(head.toString('latin1').slice(0, 8))}...)`;
+      }
+      return { size: fs.statSync(v.archive).size, error };
+    } };
+}
 
 function checkTree(dir, label) { // cheap: file count and total bytes equal the corpus
   if (!fs.existsSync(dir)) return `${label}: restored tree ${dir} is missing`;
@@ -162,17 +202,8 @@ function checkTree(dir, label) { // cheap: file count and total bytes equal the 
 const backupCases = [
   { tool: 'read floor: tar c | cat', op: 'read', floor: true, skip: needs('tar'),
     cmd: () => [['bash', '-o', 'pipefail', '-c', 'tar cf - . | cat > /dev/null'], { cwd: corpus }] },
-  { tool: 'stowage', op: 'backup', skip: null,
-    prep: () => { if (lastStowageKey) { const r = run(process.execPath, [CLI, '--config', CFG, 'delete', lastStowageKey, '--json']); if (r.status !== 0) notes.push(`stowage delete ${lastStowageKey} failed: ${tail(r.stderr)}`); stowageArchive = lastStowageKey = null; } },
-    cmd: (i) => [stowage(CFG, 'backup', '--name', `run-${i}`, '--json'), {}],
-    after: (i, r) => {
-      lastStowageKey = `run-${i}.zip`;
-      stowageArchive = path.join(TMP, 'data/backups', lastStowageKey);
-      const res = r.stdout.trim().split('\n').map((l) => { try { return JSON.parse(l); } catch { return null; } }).find((o) => o?.type === 'result');
-      const src = res?.backup?.sources?.[0];
-      const error = !res?.ok ? `no ok result: ${tail(r.stdout + r.stderr)}` : src.files !== C.files || src.bytes !== C.bytes ? `reported ${src.files} files / ${src.bytes} B, corpus has ${C.files} / ${C.bytes} B` : null;
-      return { size: fs.statSync(stowageArchive).size, error };
-    } },
+  stowageBackupCase(variants.plain),
+  stowageBackupCase(variants.age),
   { tool: 'zip -r -q', op: 'backup', skip: needs('zip'), prep: () => rm(ZIP), // zip updates an existing archive: always start fresh
     cmd: () => [['zip', '-r', '-q', ZIP, '.'], { cwd: corpus }], after: () => ({ size: fs.statSync(ZIP).size }) },
   { tool: 'zip -r -q -0', op: 'backup', skip: needs('zip'), prep: () => rm(ZIP0),
@@ -190,24 +221,24 @@ const restoreCases = [];
 const targets = [['disk', path.join(TMP, 'restore')]];
 if (shmOk) targets.push(['tmpfs', path.join(SHM, 'restore')]);
 else notes.push('tmpfs restores skipped: /dev/shm is missing or has less than 3x the corpus size free');
-let diffDone = false;
+const diffDone = {}; // tool -> true once its first restore passed `diff -r`
 for (const [where, T] of targets) {
   const done = () => rm(T);
   restoreCases.push(
     { tool: 'copy floor: tar c | tar x', op: `restore → ${where}`, floor: true, skip: needs('tar'), prep: () => fresh(T),
       cmd: () => [['bash', '-o', 'pipefail', '-c', 'tar cf - . | tar xf - -C "$T"'], { cwd: corpus, env: { ...process.env, T } }],
       after: () => { const error = checkTree(T, 'tar x'); done(); return { error }; } },
-    { tool: 'stowage', op: `restore → ${where}`, skip: null, prep: () => fresh(T),
-      cmd: () => [stowage(CFG_R, 'restore', stowageArchive, '--target', T, '--yes', '--no-safety-backup', '--json'), {}],
+    ...[variants.plain, variants.age].map((v) => ({ tool: v.tool, op: `restore → ${where}`, skip: null, prep: () => fresh(T),
+      cmd: () => [stowage(CFG_R, 'restore', v.archive, '--target', T, '--yes', '--no-safety-backup', '--json', ...(v.encrypted ? ['--identity', IDENTITY] : [])), {}],
       after: () => {
-        const error = checkTree(path.join(T, 'files'), 'stowage restore');
-        if (!diffDone && !error && tools.diff) { // the one full content comparison per profile, untimed
-          diffDone = true;
+        const error = checkTree(path.join(T, 'files'), `${v.tool} restore`);
+        if (!diffDone[v.tool] && !error && tools.diff) { // one full content comparison per variant and profile, untimed
+          diffDone[v.tool] = true;
           const d = run('diff', ['-r', '-q', corpus, path.join(T, 'files')]);
-          notes.push(d.status === 0 ? `full check: \`diff -r\` of the corpus against the stowage restore (${where}) found no differences` : `full check FAILED: diff -r reports: ${tail(d.stdout + d.stderr)}`);
+          notes.push(d.status === 0 ? `full check: \`diff -r\` of the corpus against the ${v.tool} restore (${where}) found no differences` : `full check FAILED: diff -r against the ${v.tool} restore (${where}) reports: ${tail(d.stdout + d.stderr)}`);
         }
         done(); return { error };
-      } },
+      } })),
     { tool: 'unzip -q', op: `restore → ${where}`, skip: needs('zip', 'unzip'), prep: () => fresh(T),
       cmd: () => [['unzip', '-q', ZIP, '-d', T], {}],
       after: () => { const error = checkTree(T, 'unzip'); done(); return { error }; } },
@@ -251,7 +282,7 @@ if (opts.only !== 'restore') { measure(backupCases, 'backup'); cases.push(...bac
 if (opts.only !== 'backup') {
   if (opts.only === 'restore') { // restore inputs, made once and untimed
     log('--only restore: making the archives to restore from (untimed)');
-    for (const c of backupCases.filter((x) => !x.floor && !x.skip && ['stowage', 'zip -r -q', 'restic backup (fresh repo)'].includes(x.tool))) {
+    for (const c of backupCases.filter((x) => !x.floor && !x.skip && ['stowage', 'stowage (age)', 'zip -r -q', 'restic backup (fresh repo)'].includes(x.tool))) {
       c.prep?.(0);
       const [argvList, o] = c.cmd(0);
       const r = run(argvList[0], argvList.slice(1), o);
@@ -259,9 +290,9 @@ if (opts.only !== 'backup') {
       c.after?.(0, r);
     }
   }
-  if (!stowageArchive) for (const c of restoreCases.filter((x) => x.tool === 'stowage')) c.skip = 'no stowage archive to restore from (the last stowage backup failed)';
+  for (const v of Object.values(variants)) if (!v.archive) for (const c of restoreCases.filter((x) => x.tool === v.tool)) c.skip = `no ${v.tool} archive to restore from (the last ${v.tool} backup failed)`;
   measure(restoreCases, 'restore');
-  if (!diffDone) notes.push(`full \`diff -r\` check not done: ${tools.diff ? 'no stowage restore passed the cheap check' : 'diff is not installed'}`);
+  for (const v of Object.values(variants)) if (!diffDone[v.tool]) notes.push(`full \`diff -r\` check of ${v.tool} not done: ${tools.diff ? `no ${v.tool} restore passed the cheap check` : 'diff is not installed'}`);
   cases.push(...restoreCases);
 } else notes.push('full `diff -r` check skipped: --only backup restores nothing');
 
@@ -291,12 +322,12 @@ out.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const c of cases.filter((x) => !x.skip)) {
   if (c.median == null) { out.push(`| ${cell(c.tool)} | ${c.op} | failed (${c.runs.length} runs) | | | | | | | | |`); continue; }
   const ref = find('stowage', c.op);
-  const ratio = ref && c.tool !== 'stowage' ? `${fmt(c.median / ref.median)}x` : c.tool === 'stowage' ? '1.00x' : '-';
+  const ratio = ref && c.tool !== 'stowage' ? `${fmt(c.median / ref.median)}x` : c.tool === 'stowage' ? '1.00x' : '-'; // for stowage (age): encrypted / plain
   const vsZip = c.size != null && zipR?.size ? `${fmt((c.size / zipR.size) * 100, 1)}%` : '-';
   const partial = c.okRuns < c.runs.length ? ` (${c.okRuns}/${c.runs.length} ok)` : '';
   out.push(`| ${cell(c.tool)} | ${c.op} | ${fmt(c.median)}${partial} | ${fmt(c.min)}–${fmt(c.max)} | ${fmt(c.userMedian, 1)}+${fmt(c.sysMedian, 1)} | ${fmt(c.syncMedian)} | ${fmt(corpusMB / c.median, 1)} | ${ratio} | ${c.size != null ? fmt(mb(c.size), 1) : '-'} | ${vsZip} | ${fmt(c.peakMB, 0)} |`);
 }
-out.push('', '"time vs stowage" = tool median / stowage median for the same operation (above 1.00x: stowage is faster). "then sync s" = a `sync` timed right after the command (not included in its time). "CPU s" = median user + system CPU seconds of the command and its children (from `/usr/bin/time -v`). Peak RSS is the largest of the runs; for pipelines it is the largest single process.', '');
+out.push('', '"time vs stowage" = tool median / stowage median for the same operation (above 1.00x: stowage is faster; for `stowage (age)` it is encrypted / plain). "archive MB" of `stowage (age)` is the age file. "then sync s" = a `sync` timed right after the command (not included in its time). "CPU s" = median user + system CPU seconds of the command and its children (from `/usr/bin/time -v`). Peak RSS is the largest of the runs; for pipelines it is the largest single process.', '');
 
 // ---------- targets ----------
 const checks = [];
@@ -317,9 +348,37 @@ if (opts.only !== 'backup') {
   const srD = find('stowage', 'restore → disk'), uzD = find('unzip -q', 'restore → disk');
   if (srD && uzD) checks.push(`info  restore on disk (not a target): stowage ${fmt(srD.median)} s vs unzip ${fmt(uzD.median)} s`);
 }
+// Encryption (issue 6): an encrypted backup may take at most 15% longer than the same backup
+// unencrypted. Verdict on the ratio of the medians; the per-run ratios (each encrypted run
+// follows its plain run directly) and the CPU ratio are shown because the machine is shared.
+const ENC_LIMIT = 1.15;
+const pairs = (op) => {
+  const a = cases.find((c) => c.tool === 'stowage' && c.op === op), b = cases.find((c) => c.tool === 'stowage (age)' && c.op === op);
+  return (a?.runs ?? []).map((r, i) => [r, b?.runs?.[i]]).filter(([x, y]) => x && y && !x.error && !y.error).map(([x, y]) => y.sec / x.sec);
+};
+const encDetail = (plain, age, op) => {
+  const cpu = (c) => c.userMedian + c.sysMedian, pr = pairs(op);
+  return `stowage (age) ${fmt(age.median)} s / stowage ${fmt(plain.median)} s = ${fmt(age.median / plain.median, 3)}x (${age.median >= plain.median ? '+' : ''}${fmt((age.median / plain.median - 1) * 100, 1)}%); per run ${pr.map((x) => `${fmt(x, 2)}x`).join(', ') || '-'}; CPU ${fmt(cpu(age), 1)} / ${fmt(cpu(plain), 1)} s = ${fmt(cpu(age) / cpu(plain), 2)}x; peak RSS ${fmt(age.peakMB, 0)} / ${fmt(plain.peakMB, 0)} MB`;
+};
+if (opts.only !== 'restore') {
+  const eb = find('stowage (age)', 'backup');
+  if (sb && eb) check(`encryption adds no more than ${Math.round((ENC_LIMIT - 1) * 100)}% to backup time`, eb.median <= ENC_LIMIT * sb.median, encDetail(sb, eb, 'backup'));
+  else check(`encryption adds no more than ${Math.round((ENC_LIMIT - 1) * 100)}% to backup time`, null, 'stowage or stowage (age) has no backup result');
+}
+if (opts.only !== 'backup') {
+  for (const where of ['tmpfs', 'disk']) {
+    const op = `restore → ${where}`, p = find('stowage', op), e = find('stowage (age)', op);
+    if (p && e) checks.push(`info  encrypted restore → ${where} (not a target; decrypts to a temp file in the data folder first): ${encDetail(p, e, op)}`);
+  }
+}
 const rss = {};
 for (const c of cases.filter((x) => x.tool === 'stowage' && x.peakMB != null)) { const op = c.op.split(' ')[0]; rss[op] = Math.max(rss[op] ?? 0, c.peakMB); }
 for (const [op, v] of Object.entries(rss)) check(`peak RSS under ${RSS_LIMIT_MB} MB (${op})`, v < RSS_LIMIT_MB, `${fmt(v, 0)} MB`);
+// The same limit for encrypted backups and restores; not stored in summary-*.json, whose
+// cross-profile comparison stays on the plain rows it always had.
+const rssAge = {};
+for (const c of cases.filter((x) => x.tool === 'stowage (age)' && x.peakMB != null)) { const op = c.op.split(' ')[0]; rssAge[op] = Math.max(rssAge[op] ?? 0, c.peakMB); }
+for (const [op, v] of Object.entries(rssAge)) check(`peak RSS under ${RSS_LIMIT_MB} MB (${op}, encrypted)`, v < RSS_LIMIT_MB, `${fmt(v, 0)} MB`);
 // "about the same for small, medium and large": compare with the other profiles' last results.
 const summaryFile = (p) => path.join(WORK, `summary-${p}.json`);
 const readSummary = (p) => { try { return JSON.parse(fs.readFileSync(summaryFile(p), 'utf8')); } catch { return null; } };
@@ -349,7 +408,7 @@ const machine = {
   tar: version('tar', ['--version']), restic: version('restic', ['version']),
 };
 out.push('Machine:', ...Object.entries(machine).map(([k, v]) => `- ${k}: ${v}`), '');
-out.push('Flags: `zip -r -q` (default level 6) and `-0` from inside the corpus; `tar cf - . | pigz -p 2` under `bash -o pipefail`; `restic init` (untimed) then `restic --no-cache backup -q <corpus>` into a fresh repository each run, `RESTIC_PASSWORD=bench`; `unzip -q`; `restic --no-cache restore latest -q --target`; `stowage backup --json` / `stowage restore <archive> --target <dir> --yes --no-safety-backup --json`.');
+out.push('Flags: `zip -r -q` (default level 6) and `-0` from inside the corpus; `tar cf - . | pigz -p 2` under `bash -o pipefail`; `restic init` (untimed) then `restic --no-cache backup -q <corpus>` into a fresh repository each run, `RESTIC_PASSWORD=bench`; `unzip -q`; `restic --no-cache restore latest -q --target`; `stowage backup --json` / `stowage restore <archive> --target <dir> --yes --no-safety-backup --json`; `stowage (age)`: the same with `encryption: {recipients: [<key from stowage keygen>]}` in stowage.yaml, and `--identity <file>` on restore.');
 process.stdout.write(`${out.join('\n')}\n`);
 
 if (opts.json) {
