@@ -39,6 +39,12 @@ import {
 import { parseIdentities, parseRecipient, type X25519Identity } from './age-keys.js';
 import { BlockCutter, GrowBuffer, MAX_COUNTER, settle } from './chunks.js';
 
+/**
+ * Buffering on each side of the cipher. Node's default (16 KiB) is below one 64 KiB chunk, so
+ * every write of the archive writer waited for 'drain': measured +20% on a medium backup.
+ */
+const STREAM_BUFFER_BYTES = 1024 * 1024;
+
 export { generateIdentity, parseIdentityFile, recipientOf } from './age-keys.js';
 
 const CHUNK = 64 * 1024;
@@ -139,7 +145,7 @@ class AgeEncryptStream extends Transform {
     private readonly header: Promise<Buffer>,
     fileKey: Buffer,
   ) {
-    super();
+    super({ highWaterMark: STREAM_BUFFER_BYTES });
     this.payloadKey = hkdf(fileKey, this.nonce, 'payload');
     header.catch(() => undefined); // reported by the first write; never an unhandled rejection
   }
@@ -165,9 +171,10 @@ class AgeEncryptStream extends Transform {
 
   private seal(plaintext: Buffer, last: boolean): void {
     const c = crypto.createCipheriv('chacha20-poly1305', this.payloadKey, payloadNonce(this.counter, last), { authTagLength: TAG_BYTES });
-    const body = c.update(plaintext);
+    // Body and tag pushed as they are: joining them would copy every byte of the backup once more.
+    this.push(c.update(plaintext));
     c.final();
-    this.push(Buffer.concat([body, c.getAuthTag()]));
+    this.push(c.getAuthTag());
     this.counter++;
   }
 }
@@ -218,7 +225,7 @@ class AgeDecryptStream extends Transform {
     private readonly passphrase: string | undefined,
     private readonly maxLogN: number,
   ) {
-    super();
+    super({ highWaterMark: STREAM_BUFFER_BYTES });
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, cb: TransformCallback): void {
