@@ -41,7 +41,7 @@ import { BlockCutter, GrowBuffer, MAX_COUNTER, settle } from './chunks.js';
 
 /**
  * Buffering on each side of the cipher. Node's default (16 KiB) is below one 64 KiB chunk, so
- * every write of the archive writer waited for 'drain': measured +20% on a medium backup.
+ * nearly every write of the archive writer waited for 'drain' (docs/PERFORMANCE.md, Encryption).
  */
 const STREAM_BUFFER_BYTES = 1024 * 1024;
 
