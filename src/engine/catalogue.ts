@@ -286,6 +286,7 @@ export class Catalogue {
   private readonly db: Database.Database;
   private listCache: { version: string; records: readonly BackupRecord[]; locations: ReadonlyMap<string, string> } | null = null;
   private readonly versionQuery: Database.Statement;
+  private settingQuery: Database.Statement | null = null;
 
   constructor(dataDir: string) {
     fs.mkdirSync(dataDir, { recursive: true });
@@ -317,7 +318,8 @@ export class Catalogue {
 
   /** A value of the `settings` table (auth secret, runtime settings, schedule state), or null. */
   getSetting(name: string): string | null {
-    return (this.db.prepare('SELECT value FROM settings WHERE name = ?').get(name) as { value: string } | undefined)?.value ?? null;
+    this.settingQuery ??= this.db.prepare('SELECT value FROM settings WHERE name = ?');
+    return (this.settingQuery.get(name) as { value: string } | undefined)?.value ?? null;
   }
 
   /** Sets (or with null, removes) a value of the `settings` table. */
