@@ -21,6 +21,13 @@ storage:
 #   forcePathStyle: false                           # true for most self-hosted servers
 #   accessKeyId: \${S3_ACCESS_KEY_ID}
 #   secretAccessKey: \${S3_SECRET_ACCESS_KEY}
+# With S3 each archive is written to <dataDir>/outbox first and kept there until S3 has it.
+
+# Encrypt every backup (age format; the age tool decrypts it too). Public keys: the server can
+# write backups it cannot read; make a pair with "stowage keygen -o ~/stowage.key".
+# encryption:
+#   recipients: ["age1..."]
+#   # or: passphrase: \${BACKUP_PASSPHRASE}
 
 # Recorded in every backup's manifest (hostname is added automatically).
 app:
@@ -60,6 +67,16 @@ restore:
 
 compression:
   level: 1                      # 1 fastest (default) .. 9 smallest; incompressible files are always stored
+
+# Backup points: after each backup of a dir source, push its files to Git or S3 (docs/OFFSITE.md).
+# points:
+#   - name: config-history
+#     source: files
+#     method: git               # or s3 (url: https://s3.<region>.amazonaws.com/bucket/folder)
+#     url: https://git.example.com/ops/app-config.git
+#     username: stowage
+#     password: \${GIT_TOKEN}
+#     ignore: ["*.log"]
 
 # "stowage serve": the REST API (docs/API.md). --http and STOWAGE_HTTP override http.
 server:
