@@ -435,6 +435,57 @@ describe('API tokens and errors', () => {
   });
 });
 
+describe('settings and setup', () => {
+  it('reads, patches (merge, null resets, secrets kept), previews a cron and tests S3 through client.settings', async () => {
+    const initial = await client.settings.get();
+    expect(initial.backups.cron).toBe('');
+    const patched = await client.settings.update({ backups: { cron: '0 3 * * *', cronMaxKeep: 4, retention: { keepDaily: 7 }, s3: { bucket: 'offsite', secret: 's3-secret-value' } } });
+    expect(patched.backups).toMatchObject({ cron: '0 3 * * *', cronMaxKeep: 4, retention: { keepDaily: 7 }, s3: { bucket: 'offsite', secret: '******' } });
+    expect(await client.settings.get()).toEqual(patched);
+    // The mask sent back keeps the stored secret; null puts a field back to its default.
+    await client.settings.update({ backups: { s3: { secret: '******' } } });
+    expect(ts.stowage.settings.get().backups.s3.secret).toBe('s3-secret-value');
+    expect((await client.settings.update({ backups: { cron: null, retention: { keepDaily: null } } })).backups).toMatchObject({ cron: '', retention: {} });
+
+    const bad = await apiError(client.settings.update({ backups: { cron: 'every night' } }));
+    expect(bad.status).toBe(400);
+    expect(bad.data['backups.cron']?.message).toMatch(/5 fields/);
+    expect((await client.settings.get()).backups.cron).toBe('');
+
+    const preview = await client.settings.cronPreview('0 3 * * *', 'Europe/Berlin');
+    expect(preview).toMatchObject({ cron: '0 3 * * *', timezone: 'Europe/Berlin', description: expect.stringContaining('03:00') });
+    expect(preview.next).toHaveLength(5);
+    expect((await client.settings.cronPreview('@daily')).timezone).toBe(initial.backups.timezone);
+    expect((await apiError(client.settings.cronPreview('nonsense'))).status).toBe(400);
+
+    // Nothing listens on port 9: the failed step is in the answer, not a rejection.
+    const probe = await client.settings.testS3({ endpoint: 'http://127.0.0.1:9', forcePathStyle: true, accessKey: 'a', secret: 'b' });
+    expect(probe.ok).toBe(false);
+    expect(probe.steps[0]).toMatchObject({ step: 'list', ok: false });
+    await client.settings.update({ backups: { s3: { bucket: '' } } });
+    expect((await apiError(client.settings.testS3())).data.bucket?.code).toBe('validation_required');
+
+    const readOnly = new StowageClient(ts.url, { token: ts.tokenWith('backups:read') });
+    expect((await apiError(readOnly.settings.get())).status).toBe(403);
+  });
+
+  it('completes the first-run setup with the one-time token, once', async () => {
+    const link = ts.notices.find((l) => l.includes('/setup?token='))!;
+    const setupToken = new URL(link.trim()).searchParams.get('token')!;
+    ts.auth.deleteSuperuser(ADMIN_EMAIL); // startTestServer made one after printing the link
+    const anonymous = new StowageClient(ts.url);
+    const wrong = await apiError(anonymous.auth.completeSetup({ token: 'not-the-token', email: 'first@example.com', password: 'a long password' }));
+    expect(wrong.status).toBe(400);
+    expect(wrong.data.token?.code).toBe('validation_invalid_token');
+    const user = await anonymous.auth.completeSetup({ token: setupToken, email: 'first@example.com', password: 'a long password' });
+    expect(user).toMatchObject({ email: 'first@example.com', collectionName: '_superusers' });
+    expect(anonymous.token).toBeNull(); // it logs nobody in
+    expect((await apiError(anonymous.auth.completeSetup({ token: setupToken, email: 'second@example.com', password: 'a long password' }))).status).toBe(400);
+    await anonymous.auth.login('first@example.com', 'a long password');
+    expect(await anonymous.backups.list()).toEqual([]);
+  });
+});
+
 describe('export', () => {
   it('streams a fresh archive with the backup key; a wrong key is 403 on data.key', async () => {
     await ts.close();

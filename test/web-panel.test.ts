@@ -3,6 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateIdentity } from '../src/encryption/index.js';
 import { startGitServer, type GitServer } from '../src/testing/git-server.js';
 import { ADMIN_EMAIL, startTestServer, type TestServer } from '../src/testing/server.js';
 import { makeTempDir, removeDir, run } from '../src/testing/tmp.js';
@@ -10,7 +11,7 @@ import { makeTempDir, removeDir, run } from '../src/testing/tmp.js';
 /**
  * The web panel end to end: a real server (serving the built panel from dist/web) and a real
  * headless Chromium driven by playwright-core, doing what a person does: first-run setup, login,
- * create, download, upload, restore, a failed backup, settings, a backup point run, tokens,
+ * create, download, upload, restore, an encrypted backup, a failed backup, settings, a backup point run, tokens,
  * webhooks, delete. With STOWAGE_SCREENSHOTS=1 it saves the main screens in docs/screenshots.
  */
 
@@ -265,6 +266,110 @@ server:
     const status = await api<{ status: string; safetyBackupKey: string }>('/api/restore-status');
     expect(status.status).toBe('completed');
     await expect.poll(async () => (await page.locator('tr[data-key]').allTextContents()).some((t) => t.includes('pre-restore'))).toBe(true);
+  });
+
+  it('an encrypted backup: created to a public key, a wrong identity refused with what was typed kept, the right one restores, downloaded both ways', async () => {
+    const { identity, recipient } = generateIdentity();
+    const other = generateIdentity();
+    // Every request URL and console line of this test: no secret may appear in either.
+    const seen: string[] = [];
+    const onRequest = (r: { url(): string }) => seen.push(r.url());
+    const onConsole = (m: { text(): string }) => seen.push(m.text());
+    page.on('request', onRequest);
+    page.on('console', onConsole);
+    try {
+      await page.getByRole('button', { name: 'Create backup' }).click();
+      const create = page.getByRole('dialog', { name: 'Create backup' });
+      await create.getByLabel(/^Name/).fill('locked');
+      expect(await create.getByRole('radio', { name: 'As configured' }).isChecked()).toBe(true);
+      // A passphrase typed twice must match.
+      await create.getByRole('radio', { name: 'With a passphrase' }).check();
+      await create.getByLabel(/^Passphrase \(/).fill('a passphrase of some length');
+      await create.getByLabel('Passphrase again').fill('a passphrase of some lengt');
+      await create.getByText('the passphrases differ').waitFor();
+      // To public keys: a line that is no key is named before anything is sent.
+      await create.getByRole('radio', { name: 'To public keys' }).check();
+      await create.getByLabel(/^Public keys/).fill('ssh-ed25519 AAAAC3Nza');
+      await create.getByRole('button', { name: 'Create backup' }).click();
+      await create.getByRole('alert').filter({ hasText: 'is not an age public key' }).waitFor();
+      await create.getByLabel(/^Public keys/).fill(`${recipient}\n`);
+      await shot('create-encrypted');
+      await create.getByRole('button', { name: 'Create backup' }).click();
+      await create.getByTestId('create-result').filter({ hasText: 'Backup completed: locked.zip.age' }).waitFor();
+      await create.getByRole('button', { name: 'Done' }).click();
+      await row('locked.zip.age').locator('td[data-label="Encrypted"] .badge', { hasText: 'encrypted' }).waitFor();
+      expect(await row('panel-one.zip').locator('td[data-label="Encrypted"]').textContent()).toBe('no');
+      expect(await api<{ encrypted: boolean }>('/api/backups/locked.zip.age/info')).toMatchObject({ encrypted: true });
+      const stored = fs.readFileSync(path.join(s.root, 'data/backups/locked.zip.age'));
+      expect(stored.subarray(0, 21).toString()).toBe('age-encryption.org/v1');
+
+      // Restore: the button waits for the name and a key; a wrong identity is a 400 shown in
+      // the dialog, with the name and the identity still there to correct.
+      const readme = path.join(s.root, 'app/files/readme.txt');
+      fs.writeFileSync(readme, 'changed before the encrypted restore\n');
+      await row('locked.zip.age').getByRole('button', { name: 'Restore locked.zip.age' }).click();
+      const restore = page.getByRole('dialog', { name: 'Restore locked.zip.age' });
+      const go = restore.getByRole('button', { name: 'Replace the current data' });
+      await restore.getByLabel(/Type locked to confirm/).fill('locked');
+      expect(await go.isDisabled()).toBe(true);
+      await restore.getByTestId('restore-identity').fill(other.identity);
+      await go.click();
+      await restore.getByRole('alert').filter({ hasText: 'This key does not open the backup' }).waitFor();
+      expect(await restore.getByTestId('restore-identity').inputValue()).toBe(other.identity);
+      expect(await restore.getByLabel(/Type locked to confirm/).inputValue()).toBe('locked');
+      expect(fs.readFileSync(readme, 'utf8')).toBe('changed before the encrypted restore\n');
+      await shot('restore-encrypted-wrong-key');
+      // The right identity, from an identity file picked in the dialog (read in the browser).
+      await restore.getByLabel('Identity file', { exact: true }).setInputFiles({ name: 'key.txt', mimeType: 'text/plain', buffer: Buffer.from(`# created: 2026-12-01T00:00:00Z\n# public key: ${recipient}\n${identity}\n`) });
+      await restore.getByText('read from key.txt').waitFor();
+      expect(await restore.getByTestId('restore-identity').inputValue()).toContain(identity);
+      await go.click();
+      const result = restore.getByTestId('restore-result');
+      await result.waitFor({ timeout: 30_000 });
+      await result.locator('.note .badge', { hasText: 'completed' }).waitFor();
+      expect(await result.locator('tbody tr').filter({ hasText: 'restored' }).count()).toBe(2);
+      expect(fs.readFileSync(readme, 'utf8')).toBe('hello\n');
+      await restore.getByRole('button', { name: 'Done' }).click();
+
+      // Download: the encrypted file as stored, or the plain ZIP decrypted with the key.
+      await row('locked.zip.age').getByRole('button', { name: 'Download locked.zip.age' }).click();
+      let dl = page.getByRole('dialog', { name: 'Download locked.zip.age' });
+      const [encrypted] = await Promise.all([page.waitForEvent('download'), dl.getByRole('button', { name: 'Download encrypted file' }).click()]);
+      expect(encrypted.suggestedFilename()).toBe('locked.zip.age');
+      const encryptedFile = path.join(scratch, 'locked.zip.age');
+      await encrypted.saveAs(encryptedFile);
+      expect(fs.readFileSync(encryptedFile).equals(stored)).toBe(true);
+      await row('locked.zip.age').getByRole('button', { name: 'Download locked.zip.age' }).click();
+      dl = page.getByRole('dialog', { name: 'Download locked.zip.age' });
+      await dl.getByRole('radio', { name: 'Passphrase' }).check();
+      await dl.getByTestId('download-passphrase').fill('not the passphrase');
+      await dl.getByRole('button', { name: 'Download decrypted ZIP' }).click();
+      await dl.getByRole('alert').filter({ hasText: 'This key does not open the backup' }).waitFor();
+      await dl.getByRole('radio', { name: 'Identity (age secret key)' }).check();
+      await dl.getByTestId('download-identity').fill(identity);
+      await shot('download-encrypted');
+      const [plain] = await Promise.all([page.waitForEvent('download'), dl.getByRole('button', { name: 'Download decrypted ZIP' }).click()]);
+      expect(plain.suggestedFilename()).toBe('locked.zip');
+      const plainFile = path.join(scratch, 'locked.zip');
+      await plain.saveAs(plainFile);
+      const zip = fs.readFileSync(plainFile);
+      expect(zip.subarray(0, 2).toString()).toBe('PK');
+      expect(zip.includes(Buffer.from('files/readme.txt'))).toBe(true);
+      await page.getByRole('status').filter({ hasText: 'Decrypted and saved locked.zip' }).waitFor();
+      expect(run('unzip', ['-tq', plainFile]).status).toBe(0);
+    } finally {
+      page.off('request', onRequest);
+      page.off('console', onConsole);
+    }
+    const storage = await page.evaluate(() => {
+      const ls = (globalThis as any).localStorage;
+      return Array.from({ length: ls.length as number }, (_, i) => `${ls.key(i)}=${ls.getItem(ls.key(i))}`).join('\n');
+    });
+    for (const secret of [identity, other.identity, 'AGE-SECRET-KEY', 'not the passphrase', 'a passphrase of some length']) {
+      expect(seen.some((t) => t.includes(secret))).toBe(false);
+      expect(storage).not.toContain(secret);
+    }
+    expect(page.url()).not.toContain('AGE-SECRET-KEY');
   });
 
   it('a failed backup is shown as failed with its reason, in the dialog and in the table', async () => {

@@ -1,6 +1,6 @@
 import { StowageApiError, errorFromFailure, errorFromResponse } from './errors.js';
-import { BackupsService, EventsService, PointsService, TokensService, WebhooksService } from './services.js';
-import type { AuthResponse, Health, Job, RestoreStatus, Superuser } from './types.js';
+import { BackupsService, EventsService, PointsService, SettingsService, TokensService, WebhooksService } from './services.js';
+import type { AuthResponse, Health, Job, RestoreStatus, SetupBody, Superuser } from './types.js';
 
 /** Options every call accepts. */
 export interface RequestOptions {
@@ -45,6 +45,7 @@ export class StowageClient {
   readonly events: EventsService;
   readonly webhooks: WebhooksService;
   readonly points: PointsService;
+  readonly settings: SettingsService;
   private readonly fetchImpl: typeof fetch;
 
   constructor(baseUrl: string, options: StowageClientOptions = {}) {
@@ -58,6 +59,7 @@ export class StowageClient {
     this.events = new EventsService(this);
     this.webhooks = new WebhooksService(this);
     this.points = new PointsService(this);
+    this.settings = new SettingsService(this);
   }
 
   /** The absolute (or, with a relative base URL, root-relative) URL of an API path. */
@@ -143,6 +145,15 @@ export class AuthService {
     this.client.token = result.token;
     this.record = result.record;
     return result;
+  }
+
+  /**
+   * Creates the first superuser with the one-time setup token the server printed at its first
+   * start (its `/setup?token=...` link). Sent without Authorization; it logs nobody in (call
+   * `login` next). A used, expired or wrong token rejects with a 400 on `data.token`.
+   */
+  completeSetup(body: SetupBody, options: RequestOptions = {}): Promise<Superuser> {
+    return this.client.sendJson('/api/setup', { ...options, method: 'POST', auth: false, json: body });
   }
 
   /** Swaps the current session token for a fresh one (sessions last 14 days). */

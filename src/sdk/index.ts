@@ -28,7 +28,7 @@
  * no response came), `message`, `data` (field errors), `isAbort`.
  */
 export { StowageClient, AuthService, type RequestOptions, type SendOptions, type StowageClientOptions } from './client.js';
-export { BackupsService, EventsService, PointsService, TokensService, WebhooksService, type SubscribeOptions, type Subscription, type UploadSource } from './services.js';
+export { BackupsService, EventsService, PointsService, SettingsService, TokensService, WebhooksService, type SubscribeOptions, type Subscription, type UploadSource } from './services.js';
 export { StowageApiError, StowageApiError as StowageError, isStowageApiError, type FieldErrors } from './errors.js';
 export { SseParser, type SseMessage } from './sse.js';
 export type * from './types.js';

@@ -8,11 +8,17 @@ import type {
   CreateApiTokenBody,
   CreateBackupBody,
   CreatedApiToken,
+  CronPreview,
+  DecryptionKeys,
   DownloadToken,
   ManifestPage,
   RestoreBody,
   RestoreStatus,
+  S3TestBody,
+  S3TestResult,
   ServerEvent,
+  SettingsBody,
+  SettingsPatch,
 } from './types.js';
 import type { CreatePointBody, CreateWebhookBody, Point, PointRun, UpdatePointBody, UpdateWebhookBody, Webhook, WebhookDelivery } from '../server/schemas.js';
 
@@ -74,7 +80,7 @@ export class BackupsService {
    * identity file's contents or the passphrase given here (used for this request only). A wrong
    * key rejects with a 400 before any byte is sent.
    */
-  downloadDecrypted(key: string, keys: { identity?: string; passphrase?: string }, options: RequestOptions = {}): Promise<Response> {
+  downloadDecrypted(key: string, keys: DecryptionKeys, options: RequestOptions = {}): Promise<Response> {
     return this.client.send(`${backupPath(key)}/download-decrypted`, { ...options, method: 'POST', json: keys });
   }
 
@@ -218,6 +224,43 @@ export class WebhooksService {
   /** Sends a `webhook.test` event now, once, and resolves with the outcome (`status` delivered or failed, `lastError`). */
   test(id: string, options: RequestOptions = {}): Promise<WebhookDelivery> {
     return this.client.sendJson(`${webhookPath(id)}/test`, { ...options, method: 'POST' });
+  }
+}
+
+/**
+ * Settings: the schedule, retention, S3 storage, verify and drill (needs the `settings` scope).
+ * `stowage.yaml` gives the defaults; what is changed here is stored on top of it.
+ */
+export class SettingsService {
+  constructor(private readonly client: StowageClient) {}
+
+  /** The settings in force; secrets (the S3 secret) are `"******"`. */
+  get(options: RequestOptions = {}): Promise<SettingsBody> {
+    return this.client.sendJson('/api/settings', options);
+  }
+
+  /**
+   * Changes settings with a JSON merge patch: objects merge, a value replaces, `null` puts a
+   * field back to its stowage.yaml default; a secret left out or sent back as `"******"` is kept.
+   * Resolves with the settings now in force; invalid values reject with a 400 whose `data` names
+   * each field by its path (`"backups.cron"`), and nothing is saved.
+   */
+  update(patch: SettingsPatch, options: RequestOptions = {}): Promise<SettingsBody> {
+    return this.client.sendJson('/api/settings', { ...options, method: 'PATCH', json: patch });
+  }
+
+  /** What a cron expression means in words and its next 5 run times, in `timezone` (default: the configured one). */
+  cronPreview(cron: string, timezone?: string, options: RequestOptions = {}): Promise<CronPreview> {
+    return this.client.sendJson('/api/settings/cron-preview', { ...options, query: { cron, timezone } });
+  }
+
+  /**
+   * Tries S3 settings (list, write, read back, delete a probe object) without saving them; fields
+   * left out, and a secret sent as `"******"`, come from the stored settings. A failed step
+   * resolves with `ok: false` and the step's reason; only a request without any bucket rejects (400).
+   */
+  testS3(body: S3TestBody = {}, options: RequestOptions = {}): Promise<S3TestResult> {
+    return this.client.sendJson('/api/settings/test-s3', { ...options, method: 'POST', json: body });
   }
 }
 

@@ -50,15 +50,6 @@ export function fieldErrors(err: unknown): FieldErrors {
   return err instanceof StowageApiError ? err.data : {};
 }
 
-/** Calls of routes the SDK does not wrap yet (settings) go through its building block. */
-export function getJson<T>(path: string, query?: Record<string, string | number | boolean | undefined>): Promise<T> {
-  return client.sendJson<T>(path, { query });
-}
-
-export function sendJson<T>(path: string, method: string, json: unknown): Promise<T> {
-  return client.sendJson<T>(path, { method, json });
-}
-
 /**
  * A fetch over XMLHttpRequest for uploads: fetch cannot report upload progress, so the SDK's
  * upload runs on a client with this fetch (same SDK, same error handling).

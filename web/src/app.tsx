@@ -132,8 +132,7 @@ function Setup(props: { onDone: (email: string) => void }) {
     setBusy(true);
     setError(null);
     try {
-      // POST /api/setup is not wrapped by the SDK: its building block sends it (no Authorization).
-      const user = await client.sendJson<Superuser>('/api/setup', { method: 'POST', json: { token, email, password }, auth: false });
+      const user = await client.auth.completeSetup({ token, email, password });
       setDone(user);
     } catch (err) {
       setError(err);

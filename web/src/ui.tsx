@@ -3,6 +3,21 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { errorText, fieldErrors } from './api.js';
 import { bytes, percent } from './format.js';
 
+/**
+ * Starts a download through a link clicked once and removed: it leaves no history entry, so what
+ * the URL holds (a download token) never lands in the address bar or the history.
+ */
+export function clickDownload(href: string, fileName: string): void {
+  const a = document.createElement('a');
+  a.href = href;
+  a.download = fileName;
+  a.rel = 'noreferrer';
+  a.hidden = true;
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
 /** A modal dialog (the native <dialog>: focus stays inside, Esc closes it). */
 export function Dialog(props: { title: string; onClose: () => void; children: ComponentChildren; wide?: boolean; labelledBy?: string }) {
   const ref = useRef<HTMLDialogElement>(null);

@@ -3,7 +3,8 @@ import { client, errorText, uploadClient, type Backup, type BackupDetail, type P
 import { bytes, dateTime, fullDateTime, relative } from '../format.js';
 import { throttle, useEvents } from '../live.js';
 import { RESTORE_PHASES, refreshRestoreStatus, setRestoreStatus, useRestoreStatus } from '../restore-state.js';
-import { ConfirmDialog, Dialog, Empty, ErrorNote, JobProgress, StatusBadge } from '../ui.js';
+import { ConfirmDialog, Dialog, Empty, ErrorNote, JobProgress, StatusBadge, clickDownload } from '../ui.js';
+import { DecryptionFields, DownloadDialog, EMPTY_KEY, EncryptionFields, NO_ENCRYPTION_DRAFT, encryptionBody, encryptionProblems, isKeyError, keyBody, type EncryptionDraft, type KeyDraft } from './encryption.js';
 
 type SortKey = 'name' | 'createdAt' | 'size' | 'status' | 'trigger' | 'encrypted' | 'host';
 type Outcome = { status: 'completed' | 'failed'; message: string; size?: number };
@@ -46,7 +47,7 @@ export function BackupsScreen() {
   const [sort, setSort] = useState<{ key: SortKey; desc: boolean }>({ key: 'createdAt', desc: true });
   const [progress, setProgress] = useState<Record<string, Progress>>({});
   const [outcomes, setOutcomes] = useState<Record<string, Outcome>>({});
-  const [dialog, setDialog] = useState<null | { kind: 'create' } | { kind: 'upload' } | { kind: 'restore'; backup: Backup } | { kind: 'delete'; backup: Backup }>(null);
+  const [dialog, setDialog] = useState<null | { kind: 'create' } | { kind: 'upload' } | { kind: 'restore'; backup: Backup } | { kind: 'delete'; backup: Backup } | { kind: 'download'; backup: Backup }>(null);
   const [notice, setNotice] = useState<{ text: string; error?: boolean } | null>(null);
 
   const load = useCallback(async () => {
@@ -97,17 +98,8 @@ export function BackupsScreen() {
 
   const download = async (b: Backup) => {
     try {
-      // A 3-minute token for this backup only, in a link clicked once and removed: a download
-      // leaves no history entry, so the token never lands in the address bar or the history.
-      const url = await client.backups.getDownloadURL(b.key);
-      const a = document.createElement('a');
-      a.href = url;
-      a.download = b.key;
-      a.rel = 'noreferrer';
-      a.hidden = true;
-      document.body.append(a);
-      a.click();
-      a.remove();
+      // A 3-minute token for this backup only, in a link clicked once and removed.
+      clickDownload(await client.backups.getDownloadURL(b.key), b.key);
       setNotice({ text: `Downloading ${b.key} (${bytes(b.size)})…` });
     } catch (err) {
       setNotice({ text: `Could not download ${b.key}: ${errorText(err)}`, error: true });
@@ -222,7 +214,7 @@ export function BackupsScreen() {
                       </span>
                     </td>
                     <td class="row-actions">
-                      <button type="button" disabled={!usable} onClick={() => void download(b)} aria-label={`Download ${b.key}`}>
+                      <button type="button" disabled={!usable} onClick={() => (b.encrypted ? setDialog({ kind: 'download', backup: b }) : void download(b))} aria-label={`Download ${b.key}`}>
                         Download
                       </button>
                       <button type="button" disabled={!usable} onClick={() => setDialog({ kind: 'restore', backup: b })} aria-label={`Restore ${b.key}`}>
@@ -256,6 +248,21 @@ export function BackupsScreen() {
         />
       ) : null}
       {dialog?.kind === 'restore' ? <RestoreDialog backup={dialog.backup} onClose={() => setDialog(null)} /> : null}
+      {dialog?.kind === 'download' ? (
+        <DownloadDialog
+          backup={dialog.backup}
+          onClose={() => setDialog(null)}
+          onEncrypted={async () => {
+            const b = dialog.backup;
+            setDialog(null);
+            await download(b);
+          }}
+          onDecrypted={(name, size) => {
+            setDialog(null);
+            setNotice({ text: `Decrypted and saved ${name} (${bytes(size)}).` });
+          }}
+        />
+      ) : null}
     </section>
   );
 }
@@ -264,17 +271,26 @@ function CreateDialog(props: { progress: Record<string, Progress>; outcomes: Rec
   const [name, setName] = useState('');
   const [description, setDescription] = useState('');
   const [excludes, setExcludes] = useState('');
+  const [encryption, setEncryption] = useState<EncryptionDraft>(NO_ENCRYPTION_DRAFT);
+  const [tried, setTried] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
   const [started, setStarted] = useState<BackupDetail | null>(null);
 
   const submit = async (e: Event) => {
     e.preventDefault();
+    setTried(true);
+    if (Object.keys(encryptionProblems(encryption)).length) return;
     setBusy(true);
     setError(null);
     try {
       const rules = excludes.split('\n').map((l) => l.trim()).filter(Boolean);
-      const b = await client.backups.create({ ...(name.trim() ? { name: name.trim() } : {}), ...(description.trim() ? { description: description.trim() } : {}), ...(rules.length ? { excludes: rules } : {}) }, { async: true });
+      const enc = encryptionBody(encryption);
+      const b = await client.backups.create(
+        { ...(name.trim() ? { name: name.trim() } : {}), ...(description.trim() ? { description: description.trim() } : {}), ...(rules.length ? { excludes: rules } : {}), ...(enc !== undefined ? { encryption: enc } : {}) },
+        { async: true },
+      );
+      setEncryption(NO_ENCRYPTION_DRAFT); // the passphrase is not kept once sent
       setStarted(b);
       props.onStarted();
     } catch (err) {
@@ -334,6 +350,7 @@ function CreateDialog(props: { progress: Record<string, Progress>; outcomes: Rec
           Extra excludes <span class="muted">(optional, one fnmatch rule a line, for this backup only)</span>
           <textarea rows={3} value={excludes} onInput={(e) => setExcludes(e.currentTarget.value)} placeholder={'*.tmp\ncache/'} />
         </label>
+        <EncryptionFields value={encryption} onChange={setEncryption} error={error} showProblems={tried} />
         <div class="buttons">
           <button type="button" onClick={props.onClose}>
             Cancel
@@ -478,19 +495,23 @@ function RestoreDialog(props: { backup: Backup; onClose: () => void }) {
   const [typed, setTyped] = useState('');
   const [safety, setSafety] = useState(true);
   const [force, setForce] = useState(false);
+  const [key, setKey] = useState<KeyDraft>(EMPTY_KEY);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
   const [started, setStarted] = useState(false);
   const { status, progress } = useRestoreStatus();
   const confirmed = typed.trim() === b.name || typed.trim() === b.key;
+  const keys = b.encrypted ? keyBody(key) : null;
+  const ready = confirmed && (!b.encrypted || keys !== null);
 
   const submit = async (e: Event) => {
     e.preventDefault();
-    if (!confirmed) return;
+    if (!ready) return;
     setBusy(true);
     setError(null);
     try {
-      const s = await client.backups.restore(b.key, { safetyBackup: safety, ...(force ? { force: true } : {}) });
+      const s = await client.backups.restore(b.key, { safetyBackup: safety, ...(force ? { force: true } : {}), ...(keys ?? {}) });
+      setKey(EMPTY_KEY); // the key is not kept once the restore has it
       setRestoreStatus(s);
       setStarted(true);
       void refreshRestoreStatus();
@@ -560,19 +581,27 @@ function RestoreDialog(props: { backup: Backup; onClose: () => void }) {
             <span>Restore even if the backup's app version is refused by the version policy</span>
           </label>
         </details>
+        {b.encrypted ? (
+          <>
+            <p>
+              <span class="badge enc">encrypted</span> The archive is encrypted: give the key that opens it. It is sent with this restore only and never stored.
+            </p>
+            <DecryptionFields id="restore" value={key} onChange={setKey} error={error} errorTitle="This key does not open the backup; nothing was changed" />
+          </>
+        ) : null}
         <label>
           Type <strong class="key">{b.name}</strong> to confirm
           <input value={typed} onInput={(e) => setTyped(e.currentTarget.value)} autoComplete="off" spellcheck={false} aria-describedby="restore-confirm-help" autoFocus />
         </label>
         <span id="restore-confirm-help" class="sr-only">
-          The restore button works once the backup's name is typed.
+          The restore button works once the backup's name is typed{b.encrypted ? ' and its key given' : ''}.
         </span>
-        <ErrorNote error={error} title="The restore did not start" />
+        {b.encrypted && isKeyError(error) ? null : <ErrorNote error={error} title="The restore did not start" />}
         <div class="buttons">
           <button type="button" onClick={props.onClose}>
             Cancel
           </button>
-          <button class="danger solid" disabled={!confirmed || busy}>
+          <button class="danger solid" disabled={!ready || busy}>
             {busy ? 'Starting…' : 'Replace the current data'}
           </button>
         </div>

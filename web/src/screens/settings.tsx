@@ -1,19 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
-import { getJson, sendJson, type SettingsBody } from '../api.js';
+import { client, type CronPreview, type S3TestResult, type SettingsBody } from '../api.js';
 import { fullDateTime, dateTime, relative } from '../format.js';
 import { ErrorNote, FieldError } from '../ui.js';
-
-interface CronPreview {
-  cron: string;
-  timezone: string;
-  description: string;
-  next: string[];
-}
-interface S3TestResult {
-  ok: boolean;
-  target: string;
-  steps: Array<{ step: string; ok: boolean; message: string; ms: number }>;
-}
 
 const PRESETS: Array<[string, string]> = [
   ['', 'No schedule'],
@@ -53,7 +41,7 @@ export function SettingsScreen() {
   const [s3Test, setS3Test] = useState<{ result?: S3TestResult; error?: unknown; busy?: boolean } | null>(null);
 
   useEffect(() => {
-    getJson<SettingsBody>('/api/settings').then(
+    client.settings.get().then(
       (s) => {
         setSaved(s);
         setDraft(structuredClone(s));
@@ -71,7 +59,7 @@ export function SettingsScreen() {
       return;
     }
     const t = setTimeout(() => {
-      getJson<CronPreview>('/api/settings/cron-preview', { cron, timezone }).then(
+      client.settings.cronPreview(cron, timezone).then(
         (result) => setPreview({ result }),
         (error: unknown) => setPreview({ error }),
       );
@@ -101,7 +89,7 @@ export function SettingsScreen() {
           return [k, v === undefined || v === '' ? null : v];
         }),
       );
-      const next = await sendJson<SettingsBody>('/api/settings', 'PATCH', {
+      const next = await client.settings.update({
         backups: { ...draft.backups, retention },
         verify: draft.verify,
         drill: draft.drill,
@@ -119,7 +107,7 @@ export function SettingsScreen() {
   const testS3 = async () => {
     setS3Test({ busy: true });
     try {
-      setS3Test({ result: await sendJson<S3TestResult>('/api/settings/test-s3', 'POST', draft.backups.s3) });
+      setS3Test({ result: await client.settings.testS3(draft.backups.s3) });
     } catch (error) {
       setS3Test({ error });
     }
