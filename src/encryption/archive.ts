@@ -90,7 +90,7 @@ export async function decryptToTempFile(file: string, keys: DecryptionKeys, temp
   if (!keys.identities?.length && !keys.passphrase) {
     throw new StowageError(
       'DECRYPT_FAILED',
-      `${label} is encrypted: give the identity file of one of its recipients (--identity FILE, or STOWAGE_IDENTITY) or its passphrase (--passphrase, or STOWAGE_PASSPHRASE)`,
+      `${label} is encrypted: give the identity file of one of its recipients or its passphrase (CLI: --identity FILE or --passphrase, or STOWAGE_IDENTITY / STOWAGE_PASSPHRASE; API: "identity" or "passphrase" in the request body)`,
       { details: { requires: 'identity' } },
     );
   }
