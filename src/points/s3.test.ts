@@ -6,7 +6,7 @@ import { inspect } from 'node:util';
 import { CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { StowageError } from '../errors.js';
-import { startS3Server, type S3TestServer } from '../testing/s3-server.js';
+import { rcloneFor, startS3Server, type S3TestServer } from '../testing/s3-server.js';
 import { hasCommand, makeTempDir, removeDir, run, writeTree } from '../testing/tmp.js';
 import { POINT_ERROR_CODE } from './point.js';
 import { S3Point, type S3PointConfig, type S3PointOptions } from './s3.js';
@@ -412,23 +412,7 @@ describe('S3Point', () => {
       const bucket = await newBucket();
       writeTree(source, { 'a.txt': 'alpha\n', 'sub/dir/b.bin': crypto.randomBytes(300_000), 'sub/c d.txt': 'spaced\n', 'big.bin': crypto.randomBytes(6 * MiB) });
       await point({ url: urlOf(bucket, 'mirror') }, { partSize: 5 * MiB }).run(ctx());
-      const env = {
-        PATH: process.env.PATH,
-        HOME: process.env.HOME,
-        RCLONE_CONFIG: '/dev/null',
-        RCLONE_CONFIG_T_TYPE: 's3',
-        RCLONE_CONFIG_T_PROVIDER: 'Other',
-        RCLONE_CONFIG_T_ENDPOINT: server.endpoint,
-        RCLONE_CONFIG_T_REGION: server.region,
-        RCLONE_CONFIG_T_ACCESS_KEY_ID: server.accessKeyId,
-        RCLONE_CONFIG_T_SECRET_ACCESS_KEY: server.secretAccessKey,
-        RCLONE_CONFIG_T_FORCE_PATH_STYLE: 'true',
-      };
-      const rclone = (args: string[]): Buffer => {
-        const r = spawnSync('rclone', args, { env, maxBuffer: 64 * MiB });
-        if (r.status !== 0) throw new Error(`rclone ${args.join(' ')} failed: ${r.stderr.toString()}`);
-        return r.stdout;
-      };
+      const rclone = rcloneFor(server);
       const expected = files(source);
       const listed = rclone(['lsf', '-R', '--files-only', '--format', 'ps', '--separator', ';', `t:${bucket}/mirror`]).toString('utf8');
       expect(listed.trim().split('\n').sort()).toEqual(Object.entries(expected).map(([k, v]) => `${k};${v.length}`).sort());

@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -10,7 +9,7 @@ import { CreateBucketCommand, HeadObjectCommand, ListObjectsV2Command, PutObject
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isStowageError } from '../errors.js';
 import { isProcessTagAlive, processTag } from '../fs/process.js';
-import { startS3Server, type S3TestServer } from '../testing/s3-server.js';
+import { rcloneFor, startS3Server, type S3TestServer } from '../testing/s3-server.js';
 import { hasCommand, makeTempDir, removeDir } from '../testing/tmp.js';
 import { S3Storage, type S3StorageConfig, type S3StorageOptions } from './s3.js';
 import { describeStorage, put, read } from './storage.suite.js';
@@ -289,25 +288,7 @@ describe('S3Storage specifics', () => {
       ['@auto_two_20250101000000.zip', crypto.randomBytes(6 * MiB)],
     ]);
     for (const [key, body] of objects) await put(s, key, body);
-    // Only what rclone needs: CA bundle variables of the machine (AWS_CA_BUNDLE) break its
-    // plain-HTTP client.
-    const env = {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-      RCLONE_CONFIG: '/dev/null',
-      RCLONE_CONFIG_T_TYPE: 's3',
-      RCLONE_CONFIG_T_PROVIDER: 'Other',
-      RCLONE_CONFIG_T_ENDPOINT: server.endpoint,
-      RCLONE_CONFIG_T_REGION: server.region,
-      RCLONE_CONFIG_T_ACCESS_KEY_ID: server.accessKeyId,
-      RCLONE_CONFIG_T_SECRET_ACCESS_KEY: server.secretAccessKey,
-      RCLONE_CONFIG_T_FORCE_PATH_STYLE: 'true',
-    };
-    const rclone = (args: string[]) => {
-      const r = spawnSyncBuffer('rclone', args, env);
-      if (r.status !== 0) throw new Error(`rclone ${args.join(' ')} failed: ${r.stderr}`);
-      return r.stdout;
-    };
+    const rclone = rcloneFor(server);
     const listed = rclone(['lsf', '--format', 'ps', '--separator', ';', `t:${bucket}/backups`]).toString('utf8');
     const expected = [...objects].map(([key, body]) => `${key};${body.length}`).sort();
     expect(listed.trim().split('\n').sort()).toEqual(expected);
@@ -324,11 +305,4 @@ async function rawKeysOf(s: S3TestServer, bucket: string): Promise<string[]> {
   } finally {
     client.destroy();
   }
-}
-
-/** Like run() in testing/tmp.ts, but stdout stays bytes: archives are binary. */
-function spawnSyncBuffer(cmd: string, args: string[], env: NodeJS.ProcessEnv): { status: number; stdout: Buffer; stderr: string } {
-  const r = spawnSync(cmd, args, { env, maxBuffer: 64 * MiB });
-  if (r.error) throw r.error;
-  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr.toString('utf8') };
 }

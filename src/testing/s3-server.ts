@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -130,5 +130,30 @@ export async function startS3Server(options: S3TestServerOptions = {}): Promise<
       await end('SIGTERM');
       if (ownDirectory) removeDir(directory);
     },
+  };
+}
+
+/**
+ * rclone (an independent S3 client) against `server`, as a judge of what Stowage wrote: returns
+ * its stdout; the remote is named `t:`. Only what rclone needs is in its environment: CA bundle
+ * variables of the machine (AWS_CA_BUNDLE) break its plain-HTTP client.
+ */
+export function rcloneFor(server: S3TestServer): (args: string[]) => Buffer {
+  const env = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    RCLONE_CONFIG: '/dev/null',
+    RCLONE_CONFIG_T_TYPE: 's3',
+    RCLONE_CONFIG_T_PROVIDER: 'Other',
+    RCLONE_CONFIG_T_ENDPOINT: server.endpoint,
+    RCLONE_CONFIG_T_REGION: server.region,
+    RCLONE_CONFIG_T_ACCESS_KEY_ID: server.accessKeyId,
+    RCLONE_CONFIG_T_SECRET_ACCESS_KEY: server.secretAccessKey,
+    RCLONE_CONFIG_T_FORCE_PATH_STYLE: 'true',
+  };
+  return (args) => {
+    const r = spawnSync('rclone', args, { env, maxBuffer: 64 * 1024 * 1024 });
+    if (r.status !== 0) throw new Error(`rclone ${args.join(' ')} failed: ${r.stderr.toString()}`);
+    return r.stdout;
   };
 }
