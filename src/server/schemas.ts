@@ -572,6 +572,18 @@ export const PointRun = Type.Object(
 );
 export type PointRun = Static<typeof PointRun>;
 
+/** The fields of one method or the other: optional in every shape. */
+const methodFields = {
+  username: Type.Optional(pointFields.username),
+  password: Type.Optional(pointFields.password),
+  branch: Type.Optional(pointFields.branch),
+  accessKeyId: Type.Optional(pointFields.accessKeyId),
+  secretAccessKey: Type.Optional(pointFields.secretAccessKey),
+  region: Type.Optional(pointFields.region),
+  archive: Type.Optional(pointFields.archive),
+  prune: Type.Optional(pointFields.prune),
+};
+
 export const Point = Type.Object(
   {
     name: pointFields.name,
@@ -580,14 +592,7 @@ export const Point = Type.Object(
     url: Type.String({ description: 'without credentials' }),
     ignore: pointFields.ignore,
     afterBackup: pointFields.afterBackup,
-    username: Type.Optional(pointFields.username),
-    password: Type.Optional(pointFields.password),
-    branch: Type.Optional(pointFields.branch),
-    accessKeyId: Type.Optional(pointFields.accessKeyId),
-    secretAccessKey: Type.Optional(pointFields.secretAccessKey),
-    region: Type.Optional(pointFields.region),
-    archive: Type.Optional(pointFields.archive),
-    prune: Type.Optional(pointFields.prune),
+    ...methodFields,
     origin: Type.Union([Type.Literal('api'), Type.Literal('config')], { description: 'config: from stowage.yaml, read-only through the API' }),
     createdAt: Type.Union([Type.String(), Type.Null()]),
     updatedAt: Type.Union([Type.String(), Type.Null()]),
@@ -605,14 +610,7 @@ export const CreatePointBody = Type.Object(
     url: pointFields.url,
     ignore: Type.Optional(pointFields.ignore),
     afterBackup: Type.Optional(pointFields.afterBackup),
-    username: Type.Optional(pointFields.username),
-    password: Type.Optional(pointFields.password),
-    branch: Type.Optional(pointFields.branch),
-    accessKeyId: Type.Optional(pointFields.accessKeyId),
-    secretAccessKey: Type.Optional(pointFields.secretAccessKey),
-    region: Type.Optional(pointFields.region),
-    archive: Type.Optional(pointFields.archive),
-    prune: Type.Optional(pointFields.prune),
+    ...methodFields,
   },
   { additionalProperties: false },
 );
