@@ -143,6 +143,15 @@ describe('command hooks in the server', () => {
       const restore = await job('restore');
       expect(restore.log).toContain(`beforeRestore[0] stdout: stopping the app for api ${path.join(s.root, 'data/backups/hooked.zip')}`);
       expect((await s.request('/api/jobs/nope', { token: s.adminToken })).status).toBe(404);
+
+      // A factory reset's restore hooks say so.
+      const reset = await s.request('/api/backups/reset-factory', { method: 'POST', token: s.adminToken, json: { confirm: 'reset' } });
+      expect(reset.status).toBe(202);
+      await waitFor(async () => ((await (await s.request('/api/restore-status', { token: s.adminToken })).json()) as { status: string }).status !== 'started', 30_000, 'reset');
+      await waitFor(() => !s.stowage.runningJob, 30_000, 'the reset job to end');
+      const resetJob = ((await (await s.request('/api/jobs', { token: s.adminToken })).json()) as Array<{ id: string; kind: string }>).find((j) => j.kind === 'reset')!;
+      const resetLog = ((await (await s.request(`/api/jobs/${resetJob.id}`, { token: s.adminToken })).json()) as { log: string }).log;
+      expect(resetLog).toContain('beforeRestore[0] stdout: stopping the app for factory-reset');
     } finally {
       await s.close();
     }

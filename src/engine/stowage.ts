@@ -539,7 +539,7 @@ export class Stowage extends StowageEmitter {
           const out = fs.createWriteStream(file);
           await runBackup(this.context, { trigger: 'api', output: out, emptySources: true, description: 'factory reset: every source empty' });
           const archive = { file, key: FACTORY_RESET_KEY, release: async () => {} };
-          return await runRestore(this.context, archive, { force: true }, this.safetyBackupFor(FACTORY_RESET_KEY, {}));
+          return await runRestore(this.context, archive, { force: true, trigger: 'factory-reset' }, this.safetyBackupFor(FACTORY_RESET_KEY, {}));
         } finally {
           await fs.promises.rm(file, { force: true });
         }
