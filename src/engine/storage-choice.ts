@@ -34,7 +34,7 @@ function s3Choice(dataDir: string, s3: S3StorageConfig, origin: string): Choice 
   };
 }
 
-export function chooseStorage(config: StowageConfig, settings: Settings): Choice {
+function chooseStorage(config: StowageConfig, settings: Settings): Choice {
   const s = settings.backups.s3;
   if (s.enabled) {
     return s3Choice(
@@ -61,8 +61,20 @@ export function chooseStorage(config: StowageConfig, settings: Settings): Choice
  */
 export class ChosenStorage implements Storage {
   private built: { id: string; storage: Promise<Storage> } | null = null;
+  private chosen: { settings: Settings; choice: Choice } | null = null;
 
-  constructor(private readonly select: () => Choice) {}
+  /** `settings()` returns the same object while the settings are unchanged (SettingsStore does). */
+  constructor(
+    private readonly config: StowageConfig,
+    private readonly settings: () => Settings,
+  ) {}
+
+  /** The choice for the settings in force, worked out again only when they changed (every storage call asks). */
+  private select(): Choice {
+    const settings = this.settings();
+    if (this.chosen?.settings !== settings) this.chosen = { settings, choice: chooseStorage(this.config, settings) };
+    return this.chosen.choice;
+  }
 
   get description(): string {
     return this.select().description;

@@ -27,7 +27,7 @@ import { runPoint } from './points.js';
 import { retryPendingPushes, type RetryResult } from './push.js';
 import { recover, type RecoveryReport } from './recovery.js';
 import { restoreDisabledReason, runRestore, type RestoreOptions, type RestoreOutcome } from './restore.js';
-import { ChosenStorage, chooseStorage, resolveStorage } from './storage-choice.js';
+import { ChosenStorage, resolveStorage } from './storage-choice.js';
 
 /** A backup as users see it: the catalogue record plus PocketBase's `modified`. */
 export interface BackupInfo extends BackupRecord {
@@ -102,7 +102,7 @@ export class Stowage extends StowageEmitter {
     const secrets = () => (box ??= SecretBox.forDataDir(config.dataDir));
     this.settings = new SettingsStore(this.catalogue, config.settings, secrets);
     // stowage.yaml's storage, or S3 from the settings when enabled there (switchable at run time).
-    this.storage = new ChosenStorage(() => chooseStorage(config, this.settings.get()));
+    this.storage = new ChosenStorage(config, () => this.settings.get());
     this.points = new PointStore({
       db: this.catalogue.database,
       configPoints: config.points,

@@ -272,6 +272,7 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
       // The header is checked (and the key found) before the response starts, so a wrong key is a 400.
       const plain = createAgeDecryptStream({ identities: keys.identities, passphrase: keys.passphrase });
       const source = fs.createReadStream(copy.path);
+      source.once('error', (err) => plain.destroy(err)); // a read error must end the response, not stall it
       const first = await firstChunk(source.pipe(plain));
       const release = () => void copy.release().catch(() => {});
       const body = new PassThrough({ highWaterMark: 1024 * 1024 });
