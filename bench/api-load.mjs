@@ -24,7 +24,7 @@ import autocannon from 'autocannon';
 import Database from 'better-sqlite3';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const CLI = path.join(repoRoot, 'dist/cli/main.js');
+const CLI = path.join(repoRoot, 'dist/cli/bin.cjs');
 const MAKE_CORPUS = path.resolve(repoRoot, '../shared/bench/make-corpus.mjs');
 const TARGET_P99_MS = 50;
 const loadBefore = os.loadavg();

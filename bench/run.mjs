@@ -22,7 +22,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const BUILT_CLI = path.join(repoRoot, 'dist/cli/main.js');
+const BUILT_CLI = path.join(repoRoot, 'dist/cli/bin.cjs');
 const MAKE_CORPUS = path.resolve(repoRoot, '../shared/bench/make-corpus.mjs');
 const RSS_LIMIT_MB = 150;
 const RSS_FLAT = 1.25; // "about the same" across profiles: largest peak <= 1.25 x smallest
@@ -110,7 +110,7 @@ fresh(TMP);
 // It stays inside the repository, so node_modules and ../package.json resolve as before.
 fs.cpSync(path.join(repoRoot, 'dist'), path.join(TMP, 'stowage/dist'), { recursive: true });
 fs.copyFileSync(path.join(repoRoot, 'package.json'), path.join(TMP, 'stowage/package.json'));
-const CLI = path.join(TMP, 'stowage/dist/cli/main.js');
+const CLI = path.join(TMP, 'stowage/dist/cli/bin.cjs');
 const build = (() => { // content hash of the copied dist/: RSS is only compared between identical builds
   const h = crypto.createHash('sha256'), root = path.join(TMP, 'stowage/dist');
   for (const f of fs.readdirSync(root, { recursive: true }).map(String).sort()) {
@@ -146,7 +146,7 @@ fs.writeFileSync(CFG, yaml(path.join(TMP, 'data'), corpus));
 // The restore config's source path is never used (--target wins); it points at nothing real so
 // that a --target bug could never overwrite the corpus.
 fs.writeFileSync(CFG_R, yaml(path.join(TMP, 'data-restore'), path.join(TMP, 'unused-restore-path')));
-// Run the CLI as its bin does: the shebang of dist/cli/main.js passes these node flags.
+// Run the CLI as its bin does: the shebang of dist/cli/bin.cjs passes these node flags.
 const CLI_NODE_FLAGS = (fs.readFileSync(BUILT_CLI, 'utf8').split('\n')[0].match(/node\s+(.*)$/)?.[1] ?? '').split(/\s+/).filter(Boolean);
 const stowage = (cfg, ...args) => [process.execPath, ...CLI_NODE_FLAGS, CLI, '--config', cfg, ...args];
 // Encrypted backups: one age key pair per run of the harness, made by the CLI under test.

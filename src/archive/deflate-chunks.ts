@@ -18,6 +18,10 @@ export function deflateChunk(data: Buffer, level: number, previous: Buffer | und
   const options: zlib.ZlibOptions = {
     level,
     finishFlush: last ? zlib.constants.Z_FINISH : zlib.constants.Z_SYNC_FLUSH,
+    // One output buffer that fits the whole result (deflate never grows data by more than a few
+    // bytes per 16 KiB block): zlib's default of 16 KiB pieces made a 1 MiB chunk go back and
+    // forth between the main thread and the thread pool ~25 times, and joined the pieces after.
+    chunkSize: Math.max(64, data.length + (data.length >> 7) + 1024),
   };
   if (!previous && last && data.length < DICTIONARY_BYTES) {
     // A whole small entry: a window and hash table sized to it. zlib would otherwise allocate

@@ -1,7 +1,5 @@
-#!/usr/bin/env -S node --max-semi-space-size=4
-// The flag: streaming work makes many short-lived buffers, and V8's default young generation
-// let them pile up to ~40 MB of extra RSS; 4 MB semi-spaces keep peak RSS flat for a little more
-// GC time (measured in docs/PERFORMANCE.md). npm scripts pass the same flag.
+// The CLI's commands. It is started by bin.cts (the `stowage` command), which sets the thread
+// pool size and V8 flags first; running this module directly works, without those.
 import { Command, CommanderError } from 'commander';
 import { STOWAGE_VERSION } from '../version.js';
 import { registerBackup } from './commands/backup.js';

@@ -47,8 +47,9 @@ const STREAM_BUFFER_BYTES = 1024 * 1024;
 
 export { generateIdentity, parseIdentityFile, recipientOf } from './age-keys.js';
 
-const CHUNK = 64 * 1024;
-const SEALED_CHUNK = CHUNK + TAG_BYTES;
+/** The payload's plaintext chunk (age fixes it); each is sealed with a 16-byte tag. */
+export const AGE_CHUNK_BYTES = 64 * 1024;
+const SEALED_CHUNK = AGE_CHUNK_BYTES + TAG_BYTES;
 const NONCE_BYTES = 16;
 /** A header larger than this is refused (thousands of recipients would still fit). */
 const MAX_HEADER_BYTES = 1024 * 1024;
@@ -114,6 +115,18 @@ export function isAgeFile(firstBytes: Uint8Array): boolean {
  * and the header goes out with the first bytes once it is done.
  */
 export function createAgeEncryptStream(options: AgeEncryptOptions): Transform {
+  return new AgeEncryptStream(beginAgeEncryption(options));
+}
+
+/** What starts an age file: its header (once scrypt is done, for a passphrase), the payload nonce and key. */
+export interface AgeEncryptionStart {
+  header: Promise<Buffer>;
+  nonce: Buffer;
+  payloadKey: Buffer;
+}
+
+/** Checks the options and makes a file key, the header that wraps it, and the payload's nonce and key. */
+export function beginAgeEncryption(options: AgeEncryptOptions): AgeEncryptionStart {
   const recipients = [...new Set((options.recipients ?? []).map((r) => r.trim()))];
   const passphrase = checkPassphrase(options.passphrase);
   if (passphrase !== undefined && recipients.length > 0) {
@@ -131,23 +144,22 @@ export function createAgeEncryptStream(options: AgeEncryptOptions): Transform {
     const stanzas: Stanza[] = recipients.map((r) => wrapX25519(fileKey, parseRecipient(r), r));
     header = Promise.resolve(encodeHeader(stanzas, fileKey));
   }
-  return new AgeEncryptStream(header, fileKey);
+  header.catch(() => undefined); // reported by the first write; never an unhandled rejection
+  const nonce = crypto.randomBytes(NONCE_BYTES);
+  return { header, nonce, payloadKey: hkdf(fileKey, nonce, 'payload') };
 }
 
 class AgeEncryptStream extends Transform {
-  private readonly nonce = crypto.randomBytes(NONCE_BYTES);
+  private readonly header: Promise<Buffer>;
+  private readonly nonce: Buffer;
   private readonly payloadKey: Buffer;
-  private readonly cutter = new BlockCutter(CHUNK);
+  private readonly cutter = new BlockCutter(AGE_CHUNK_BYTES);
   private counter = 0;
   private started = false;
 
-  constructor(
-    private readonly header: Promise<Buffer>,
-    fileKey: Buffer,
-  ) {
+  constructor(start: AgeEncryptionStart) {
     super({ highWaterMark: STREAM_BUFFER_BYTES });
-    this.payloadKey = hkdf(fileKey, this.nonce, 'payload');
-    header.catch(() => undefined); // reported by the first write; never an unhandled rejection
+    ({ header: this.header, nonce: this.nonce, payloadKey: this.payloadKey } = start);
   }
 
   /** Writes the header and the payload nonce once, then runs `then`. */

@@ -5,7 +5,8 @@ import { pipeline } from 'node:stream/promises';
 import { StowageError } from '../errors.js';
 import { readFullySync } from '../fs/fd.js';
 import type { Upload } from '../storage/storage.js';
-import { createAgeDecryptStream, createAgeEncryptStream, isAgeFile } from './age.js';
+import { createAgeEncryptWriter } from './age-seal-thread.js';
+import { createAgeDecryptStream, isAgeFile } from './age.js';
 
 /**
  * How backups are encrypted and read back: the archive is the normal ZIP, wrapped in an age
@@ -32,19 +33,18 @@ export function wantsEncryption(target: EncryptionTarget | null | undefined): ta
 
 /**
  * An Upload whose stream encrypts into `inner`: the writer writes plain ZIP bytes, storage
- * receives the age file. `commit` ends the encryption (its last chunk) before committing.
+ * receives the age file, sealed on a worker thread (age-seal-thread.ts says why). `commit` ends
+ * the encryption (its last chunk) before committing; a storage failure reaches the writer
+ * through the stream.
  */
 export function encryptingUpload(inner: Upload, target: EncryptionTarget): Upload {
-  const encrypt = createAgeEncryptStream({ recipients: target.recipients ? [...target.recipients] : undefined, passphrase: target.passphrase });
-  encrypt.pipe(inner.stream, { end: false });
-  // Storage failing must reach the writer, which writes into `encrypt`.
-  inner.stream.on('error', (err) => encrypt.destroy(err));
+  const encrypt = createAgeEncryptWriter(inner.stream, { recipients: target.recipients ? [...target.recipients] : undefined, passphrase: target.passphrase });
   return {
     stream: encrypt,
     commit: async () => {
       await new Promise<void>((resolve, reject) => {
         encrypt.once('error', reject);
-        encrypt.once('end', resolve);
+        encrypt.once('finish', resolve);
         encrypt.end();
       });
       return inner.commit();

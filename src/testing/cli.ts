@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** The built CLI (npm test builds first, see "pretest"). Tests run it as a real process. */
-export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli/main.js');
+export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli/bin.cjs');
 
 export interface CliResult {
   status: number | null;
