@@ -22,6 +22,10 @@ export function deflateChunk(data: Buffer, level: number, previous: Buffer | und
     // bytes per 16 KiB block): zlib's default of 16 KiB pieces made a 1 MiB chunk go back and
     // forth between the main thread and the thread pool ~25 times, and joined the pieces after.
     chunkSize: Math.max(64, data.length + (data.length >> 7) + 1024),
+    // The largest hash table for big pieces: 2-9% faster at level 1 on the corpus's logs, SQL
+    // dump and SQLite file, same ratio (~0.5 MB more per deflate in progress, one per pool
+    // thread); smaller ones keep zlib's default, the table is cleared for every call.
+    memLevel: data.length >= 256 * 1024 ? 9 : 8,
   };
   if (!previous && last && data.length < DICTIONARY_BYTES) {
     // A whole small entry: a window and hash table sized to it. zlib would otherwise allocate

@@ -330,7 +330,8 @@ export class ZipWriter {
       }
       const chunk = next.value;
       // A stream's piece, or a file that grew or shrank, is not the size reserved.
-      if (chunk.length !== reserve) this.account(task, chunk.length - reserve);
+      if (chunk.length > reserve) this.account(task, chunk.length - reserve);
+      else if (chunk.length < reserve) this.unreserve(task, reserve - chunk.length);
       hash.update(chunk);
       crc = zlib.crc32(chunk, crc);
       task.size += chunk.length;
