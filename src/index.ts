@@ -4,7 +4,7 @@
  * `await startServer(stowage, { http: '127.0.0.1:8090' })`, or `buildServer` for a Fastify
  * instance to listen on as it likes.
  */
-export { Stowage, FACTORY_RESET_KEY, type BackupInfo, type VerifyResult, type StowageOptions, type Job, type JobKind } from './engine/stowage.js';
+export { Stowage, FACTORY_RESET_KEY, type BackupInfo, type BackupListing, type VerifyResult, type StowageOptions, type Job, type JobKind } from './engine/stowage.js';
 export { buildServer, type ServerOptions } from './server/server.js';
 export { startServer, type StartOptions, type RunningServer } from './server/start.js';
 export type { BackupOptions, ExcludeHook } from './engine/backup.js';

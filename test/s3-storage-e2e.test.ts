@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stowage } from '../src/testing/cli.js';
-import { startS3Server } from '../src/testing/s3-server.js';
+import { rcloneFor, startS3Server } from '../src/testing/s3-server.js';
 import { makeTempDir, removeDir, run } from '../src/testing/tmp.js';
 
 /** `storage: { type: s3 }` through the CLI, against a real S3 server that checks signatures. */
@@ -56,6 +56,18 @@ storage:
     const tmp = path.join(dir, 'data/tmp');
     expect(fs.existsSync(tmp) ? fs.readdirSync(tmp) : []).toEqual([]);
     if (run('sh', ['-c', 'command -v unzip']).status === 0) expect(b.result).toBeTruthy();
+  });
+
+  it('a backup deleted from the bucket behind Stowage\'s back is listed as failed, saying where it was', () => {
+    const b = stowage(dir, ['backup', '--name', 'doomed', '--json'], env());
+    expect(b.status, b.stderr).toBe(0);
+    rcloneFor(s3)(['deletefile', 't:stowage-e2e/backups/doomed.zip']);
+    const list = stowage(dir, ['list', '--json'], env());
+    expect(list.status, list.stderr).toBe(0);
+    const doomed = (list.result?.backups as Array<{ key: string; status: string; statusMessage: string }>).find((x) => x.key === 'doomed.zip');
+    expect(doomed?.status).toBe('failed');
+    expect(doomed?.statusMessage).toBe(`the archive is no longer in S3 bucket stowage-e2e/backups/ at ${s3.endpoint} (deleted outside Stowage?)`);
+    expect(stowage(dir, ['delete', 'doomed.zip', '--json'], env()).status).toBe(0);
   });
 
   it('wrong credentials: the archive is kept locally, listed as uploading with a reason naming what to check, never the secret', () => {
@@ -124,10 +136,16 @@ storage: { type: s3, bucket: outage, region: ${s3.region}, endpoint: ${s3.endpoi
     const events = down.lines.filter((l) => l.type === 'progress').map((l) => l.phase);
     expect(events).toContain('uploading');
 
-    // Listing needs the bucket and says so; the local copy is verified and restored meanwhile.
+    // Listing falls back to the catalogue and says why (exit 3); the local copy is verified and
+    // restored meanwhile.
     const list = stowage(dir, ['list', '--json'], env);
-    expect(list.status).toBe(1);
-    expect(String(list.result?.message)).toMatch(/could not reach .*ECONNREFUSED/);
+    expect(list.status, list.stderr).toBe(3);
+    expect(String(list.result?.storageUnreachable)).toMatch(/could not reach .*ECONNREFUSED/);
+    expect((list.result?.backups as Array<{ key: string; status: string }>).map((b) => `${b.key}:${b.status}`)).toEqual(['during.zip:uploading', 'before.zip:completed']);
+    const text = stowage(dir, ['list'], env);
+    expect(text.status).toBe(3);
+    expect(text.stderr).toMatch(/warning: .*could not reach[\s\S]*Listed from the catalogue/);
+    expect(text.stdout).toMatch(/during\.zip[\s\S]*before\.zip/);
     expect(stowage(dir, ['verify', 'during.zip', '--json'], env).status).toBe(0);
     fs.writeFileSync(path.join(dir, 'app/a.txt'), 'changed\n');
     const restored = stowage(dir, ['restore', 'during.zip', '--yes', '--no-safety-backup', '--json'], env);

@@ -83,8 +83,13 @@ describe('POST /api/settings/test-s3', () => {
       expect(health.storage).toMatch(/S3 bucket probe-bucket\/pending\//);
       expect(health.backups.uploadsPending.map((u) => u.key)).toEqual(['waiting.zip']);
       expect(JSON.stringify(health)).not.toContain('a-wrong-secret-value');
-      // The archive is there to download meanwhile.
+      // The archive is there to download meanwhile, and listed (from the catalogue, with a Warning).
       expect((await server.request('/api/backups/waiting.zip', { token: server.adminToken })).status).toBe(200);
+      const listed = await server.request('/api/backups', { token: server.adminToken });
+      expect(listed.status).toBe(200);
+      expect(listed.headers.get('warning')).toMatch(/^199 stowage "storage unreachable, listed from the catalogue: listing backups in S3 bucket probe-bucket\/pending\/ .*"$/);
+      expect(listed.headers.get('warning')).not.toContain('a-wrong-secret-value');
+      expect(((await listed.json()) as Array<{ key: string; status: string }>).map((b) => `${b.key}:${b.status}`)).toEqual(['waiting.zip:uploading']);
 
       await server.request('/api/settings', { method: 'PATCH', token: server.adminToken, json: { backups: { s3: { secret: s3.secretAccessKey } } } });
       const retried = await server.stowage.retryUploads();

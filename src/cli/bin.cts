@@ -12,6 +12,10 @@
 import os = require('node:os');
 
 process.env.UV_THREADPOOL_SIZE ??= String(Math.min(16, Math.max(2, os.availableParallelism())));
+// The AWS SDK warns on every start under Node 20 that its releases after January 2027 will need
+// Node 22. package-lock.json pins a release that supports Node 20, so for someone running a
+// command the warning is noise on every line of output; the upgrade is ours to plan (README).
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 import('./main.js').catch((err: unknown) => {
   process.stderr.write(`error: could not start stowage: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);

@@ -6,6 +6,7 @@ import type { Settings } from '../config/settings.js';
 import { LocalStorage } from '../storage/local.js';
 import { OutboxStorage } from '../storage/outbox.js';
 import type { S3StorageConfig } from '../storage/s3.js';
+import { describeS3 } from '../storage/s3-where.js';
 import type { LocalCopy, Storage, StoredObject, Upload } from '../storage/storage.js';
 
 /**
@@ -21,11 +22,10 @@ interface Choice {
 }
 
 function s3Choice(dataDir: string, s3: S3StorageConfig, origin: string): Choice {
-  const where = `S3 bucket ${s3.bucket}${s3.prefix ? `/${s3.prefix.replace(/\/?$/, '/')}` : ''}${s3.endpoint ? ` at ${s3.endpoint}` : ''}`;
   return {
     // The secret is part of the identity (a new secret needs a new client) only as a hash.
     id: `s3:${origin}:${crypto.createHash('sha256').update(JSON.stringify(s3)).digest('hex')}`,
-    description: where,
+    description: describeS3(s3),
     build: async () => {
       // Loaded only when used: the AWS SDK adds ~0.2 s to every CLI start otherwise.
       const { S3Storage } = await import('../storage/s3.js');

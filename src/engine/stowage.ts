@@ -15,7 +15,7 @@ import { processTag } from '../fs/process.js';
 import { planRetention, type RetentionDecision } from '../schedule/retention.js';
 import { assertValidKey, isEncryptedKey, isValidKey, keyFromName, nameOfKey } from '../storage/keys.js';
 import { OutboxStorage } from '../storage/outbox.js';
-import type { Storage, StoredObject } from '../storage/storage.js';
+import { IncompleteListing, type Storage, type StoredObject } from '../storage/storage.js';
 import { STOWAGE_VERSION } from '../version.js';
 import { runBackup, type BackupOptions, type ExcludeHook } from './backup.js';
 import { Catalogue, type BackupRecord, type PointRunRecord, type RestoreStatusRecord } from './catalogue.js';
@@ -33,6 +33,12 @@ import { ChosenStorage, resolveStorage } from './storage-choice.js';
 export interface BackupInfo extends BackupRecord {
   /** When the archive was last written (storage mtime), ISO 8601; the creation time if not stored. */
   modified: string;
+}
+
+export interface BackupListing {
+  backups: readonly BackupInfo[];
+  /** Why storage could not be listed (the list is then the catalogue's), or null. */
+  storageUnreachable: string | null;
 }
 
 export interface VerifyResult {
@@ -261,9 +267,27 @@ export class Stowage extends StowageEmitter {
    * their listings), so a server can reuse its serialised response. Do not modify it.
    */
   async listBackups(): Promise<readonly BackupInfo[]> {
-    let stored = await this.storage.list();
+    return (await this.listBackupsReport()).backups;
+  }
+
+  /**
+   * The backups, and whether storage could be listed. While it cannot (a bucket unreachable),
+   * the list is the catalogue's, with whatever storage could still list (the outbox): nothing
+   * is marked missing and nothing imported, and `storageUnreachable` says why.
+   */
+  async listBackupsReport(): Promise<BackupListing> {
+    let stored: readonly StoredObject[];
+    try {
+      stored = await this.storage.list();
+    } catch (err) {
+      if (!(err instanceof IncompleteListing) && !isStowageError(err, 'STORAGE_FAILED')) throw err;
+      return {
+        backups: this.backupsFrom(this.catalogue.listBackups(), err instanceof IncompleteListing ? err.available : [], false),
+        storageUnreachable: err instanceof Error ? err.message : String(err),
+      };
+    }
     let records = this.catalogue.listBackups();
-    if (this.listMemo && this.listMemo.stored === stored && this.listMemo.records === records) return this.listMemo.result;
+    if (this.listMemo && this.listMemo.stored === stored && this.listMemo.records === records) return { backups: this.listMemo.result, storageUnreachable: null };
     const recordsByKey = new Map(records.map((r) => [r.key, r]));
     let imported = false;
     for (const obj of stored) {
@@ -278,6 +302,13 @@ export class Stowage extends StowageEmitter {
       stored = await this.storage.list();
       records = this.catalogue.listBackups();
     }
+    const result = this.backupsFrom(records, stored, true);
+    this.listMemo = { stored, records, result };
+    return { backups: result, storageUnreachable: null };
+  }
+
+  /** Catalogue records joined with storage; `complete`: a record storage lacks is really gone. */
+  private backupsFrom(records: readonly BackupRecord[], stored: readonly StoredObject[], complete: boolean): readonly BackupInfo[] {
     const storedByKey = new Map(stored.map((o) => [o.key, o]));
     // Backups written to another storage (before S3 was switched on or off) are not listed.
     const elsewhere = this.catalogue.keysElsewhere(this.storage.description);
@@ -285,14 +316,12 @@ export class Stowage extends StowageEmitter {
     for (const record of records) {
       const obj = storedByKey.get(record.key);
       if (!obj && elsewhere.has(record.key)) continue;
-      const gone = !obj && record.status === 'completed';
+      const gone = complete && !obj && record.status === 'completed';
       const shown = gone ? { ...record, status: 'failed' as const, statusMessage: `the archive is no longer in ${this.storage.description} (deleted outside Stowage?)` } : record;
       out.push(this.toInfo(shown, obj?.modified ?? null, obj?.size));
     }
     out.sort((a, b) => b.createdAt.localeCompare(a.createdAt) || b.key.localeCompare(a.key));
-    const result = Object.freeze(out);
-    this.listMemo = { stored, records, result };
-    return result;
+    return Object.freeze(out);
   }
 
   async getBackup(key: string): Promise<BackupInfo> {

@@ -5,7 +5,7 @@ import { makeTempDir, removeDir } from '../testing/tmp.js';
 import { LocalStorage } from './local.js';
 import { OutboxStorage } from './outbox.js';
 import { describeStorage, put, read } from './storage.suite.js';
-import type { Storage, Upload } from './storage.js';
+import { IncompleteListing, type Storage, type Upload } from './storage.js';
 
 // The outbox keeps every Storage contract on its own (archives committed there are listed).
 describeStorage('outbox in front of a remote', async () => {
@@ -36,6 +36,28 @@ function flakyRemote(root: string, failures: number): { storage: Storage; attemp
 
 describe('OutboxStorage push', () => {
   const body = Buffer.from('archive bytes '.repeat(1000));
+
+  it('lists what the outbox holds, as an IncompleteListing naming the cause, while the remote cannot be listed', async () => {
+    const dir = makeTempDir();
+    try {
+      const remote = new LocalStorage(path.join(dir, 'remote'));
+      const s = new OutboxStorage(remote, path.join(dir, 'outbox'));
+      await put(remote, 'old.zip', body);
+      await put(s, 'waiting.zip', body);
+      remote.list = async () => {
+        throw new Error('could not reach the bucket (ECONNREFUSED)');
+      };
+      const err = await s.list().then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(IncompleteListing);
+      expect((err as IncompleteListing).message).toMatch(/ECONNREFUSED/);
+      expect((err as IncompleteListing).available.map((o) => o.key)).toEqual(['waiting.zip']);
+    } finally {
+      removeDir(dir);
+    }
+  });
 
   it('sends a committed archive to the remote and drops the local copy', async () => {
     const dir = makeTempDir();

@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { LocalStorage } from './local.js';
-import type { LocalCopy, Storage, StoredObject, Upload } from './storage.js';
+import { IncompleteListing, type LocalCopy, type Storage, type StoredObject, type Upload } from './storage.js';
 
 /** Waits between the attempts of one push (the first is at once): about 20 s in all. */
 export const PUSH_DELAYS_MS = [2_000, 6_000, 12_000];
@@ -123,8 +123,10 @@ export class OutboxStorage implements Storage {
   }
 
   /** Both sides, newest first; an archive in both (pushed, copy not yet removed) once. */
+  /** Both sides merged; while the remote cannot be listed, IncompleteListing with the outbox's. */
   async list(): Promise<readonly StoredObject[]> {
-    const [remote, local] = await Promise.all([this.remote.list(), this.outbox.list()]);
+    const [remote, local] = await Promise.all([this.remote.list().catch((err: unknown) => err as Error), this.outbox.list()]);
+    if (remote instanceof Error) throw new IncompleteListing(local, remote);
     if (this.merged && this.merged.remote === remote && this.merged.local === local) return this.merged.result;
     let result: readonly StoredObject[] = remote;
     if (local.length) {

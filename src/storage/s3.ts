@@ -22,6 +22,7 @@ import { StowageError } from '../errors.js';
 import { processTag } from '../fs/process.js';
 import { assertValidKey, isValidKey } from './keys.js';
 import { explain, redactUrl, s3Code, s3Status } from './s3-errors.js';
+import { describeS3, normalizeS3Prefix } from './s3-where.js';
 import type { LocalCopy, Storage, StoredObject, Upload } from './storage.js';
 
 export interface S3StorageConfig {
@@ -85,10 +86,9 @@ export class S3Storage implements Storage {
 
   constructor(config: S3StorageConfig, options: S3StorageOptions = {}) {
     this.bucket = config.bucket;
-    const trimmed = config.prefix.replace(/^\/+/, '');
-    this.prefix = trimmed === '' || trimmed.endsWith('/') ? trimmed : `${trimmed}/`;
+    this.prefix = normalizeS3Prefix(config.prefix);
     this.where = config.endpoint ? redactUrl(config.endpoint) : `AWS S3 (${config.region})`;
-    this.description = `S3 bucket ${config.bucket}/${this.prefix} at ${this.where}`;
+    this.description = describeS3(config);
     this.partSize = options.partSize ?? 8 * MiB;
     // S3's smallest part; 10,000 parts of this size are the largest archive an upload can take.
     if (this.partSize < 5 * MiB) throw new StowageError('CONFIG_INVALID', `S3 part size must be at least 5 MiB (got ${this.partSize} bytes)`);

@@ -42,7 +42,11 @@ export interface Storage {
   createUpload(key: string): Promise<Upload>;
   get(key: string, range?: { start: number; end?: number }): Promise<Readable>;
   stat(key: string): Promise<StoredObject | null>;
-  /** Newest first. May be a cached, shared array: callers must not modify it. */
+  /**
+   * Newest first. May be a cached, shared array: callers must not modify it. A storage that can
+   * list only part of what it holds (the outbox while its bucket is unreachable) throws
+   * `IncompleteListing` with that part.
+   */
   list(): Promise<readonly StoredObject[]>;
   delete(key: string): Promise<void>;
   /** A file on local disk with the archive's bytes (ZIP readers need random access). */
@@ -52,4 +56,15 @@ export interface Storage {
    * is gone: `isWriterAlive(owner)` is false for the owner tag in the object's name.
    */
   cleanupIncomplete(isWriterAlive: (owner: string) => boolean): Promise<number>;
+}
+
+/** `list()` could not see everything: `available` is what it could list, `cause` why not the rest. */
+export class IncompleteListing extends Error {
+  constructor(
+    readonly available: readonly StoredObject[],
+    override readonly cause: unknown,
+  ) {
+    super(cause instanceof Error ? cause.message : String(cause));
+    this.name = 'IncompleteListing';
+  }
 }

@@ -52,13 +52,15 @@ export function registerBackupRoutes(app: App, ctx: ServerContext, options: { ma
   app.get('/api/backups', {
     schema: {
       tags,
-      summary: 'List backups, newest first (failed and running ones too); ETag / If-None-Match supported',
+      summary: 'List backups, newest first (failed and running ones too); ETag / If-None-Match supported. While storage cannot be listed (a bucket unreachable) the list is the catalogue\'s and a Warning header (199) says why',
       security: SECURED,
       response: { 200: Type.Array(Backup), 304: Type.Null({ description: 'unchanged since the ETag given in If-None-Match' }), ...errorResponses(401, 403) },
     },
     onRequest: guard(ctx, 'backups:read'),
     handler: async (request, reply) => {
-      const list = await stowage.listBackups();
+      const { backups: list, storageUnreachable } = await stowage.listBackupsReport();
+      // The catalogue's list while storage cannot be listed; the Warning header says so.
+      if (storageUnreachable) reply.header('Warning', `199 stowage "storage unreachable, listed from the catalogue: ${storageUnreachable.replace(/[^\x20-\x7e]|["\\]/g, ' ').slice(0, 300)}"`);
       // The engine returns the same array until something changes: serialise it once.
       let cached = serializedLists.get(list);
       if (!cached) {
