@@ -119,8 +119,8 @@ describe('age writer on a worker thread', () => {
     }) as typeof dest.write;
     await writeAll(createAgeEncryptWriter(dest, { recipients: [identity.recipient] }), input, MiB);
     expect(decryptWithAge(dest.bytes(), 'slow').equals(input)).toBe(true);
-    // Never more than the batches it owns (2 sealed 512 KiB batches and the header) waiting in the destination.
-    expect(maxBuffered).toBeLessThanOrEqual(2 * (512 * 1024 + 128) + 4096);
+    // Never more than the batches it owns (3 sealed MiB and the header) waiting in the destination.
+    expect(maxBuffered).toBeLessThanOrEqual(3 * (MiB + 256) + 4096);
   });
 
   it('a destination that fails stops the writer with its error', async () => {

@@ -12,11 +12,12 @@ import { MAX_COUNTER } from './chunks.js';
  * Why a thread: the main thread is what limits a backup (it walks the tree and drives every
  * file), so ChaCha20-Poly1305 there added its whole cost to the backup's time: 1.3 s on the
  * medium corpus, +27% (docs/PERFORMANCE.md, Encryption). Here the main thread only copies the
- * archive into 512 KiB batches and writes what comes back.
+ * archive into 1 MiB batches and writes what comes back.
  *
  * Memory: MAX_BATCHES pairs of buffers (a batch of plaintext, its sealed form), reused: one is
- * filled here while the other is sealed there or written by `dest`. (2 x 512 KiB gave the same
- * speed as 3 x 1 MiB and 5 MB less peak RSS on the medium corpus.) node:crypto allocates each sealed
+ * filled here while the others are sealed there or written by `dest`. (2 x 512 KiB looked 5 MB
+ * smaller in hand-run pairs, but the benchmark had it at 1.16-1.18x of a plain backup against
+ * 1.07-1.13x: twice the hand-offs between the threads.) node:crypto allocates each sealed
  * chunk anew; the worker copies it into the batch's output buffer and collects that garbage
  * itself every few batches (a minor GC of a tiny heap). Its isolate allocates almost nothing
  * else, so V8 would collect rarely: the chunks piled up to ~30 MB of RSS before (measured).
@@ -25,9 +26,9 @@ import { MAX_COUNTER } from './chunks.js';
  * The last-chunk rule: a full batch is sent as "not last" only once more data has arrived, so
  * the file ends with its final chunk flagged, never with an empty chunk after a full one.
  */
-const BATCH_BYTES = 8 * AGE_CHUNK_BYTES;
+const BATCH_BYTES = 16 * AGE_CHUNK_BYTES;
 const SEALED_BATCH_BYTES = BATCH_BYTES + (BATCH_BYTES / AGE_CHUNK_BYTES) * TAG_BYTES;
-const MAX_BATCHES = 2;
+const MAX_BATCHES = 3;
 
 /**
  * The worker: plain JavaScript with node built-ins (runs the same from the sources and the
@@ -60,7 +61,7 @@ parentPort.on('message', ({ input, output, length, counter, last }) => {
     c.final();
     o += c.getAuthTag().copy(out, o);
   }
-  if (collect && ++batches % 8 === 0) collect({ type: 'minor' });
+  if (collect && ++batches % 4 === 0) collect({ type: 'minor' });
   parentPort.postMessage({ input, output, length: o }, [input, output]);
 });
 `;
