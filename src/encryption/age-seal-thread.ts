@@ -133,7 +133,8 @@ class AgeSealWriter extends Writable {
   }
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    this.failure ??= err ?? new Error('encryption stopped');
+    // Also runs after a clean finish (autoDestroy); only a stop before it is a failure.
+    this.failure ??= err ?? (this.writableFinished ? undefined : new Error('encryption stopped before the end of the archive'));
     this.changed.fire();
     void this.worker.terminate();
     cb(err);
