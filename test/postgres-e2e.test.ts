@@ -3,14 +3,15 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import { Stowage } from '../src/engine/stowage.js';
 import { CLI, stowage, stowageAsync, type CliResult } from '../src/testing/cli.js';
 import { buildZip, manifestRawEntry, S_IFDIR, S_IFREG, type RawEntry } from '../src/testing/evil-zip.js';
-import { databaseSnapshot, findPostgresBinDir, INVARIANT_WRITER_SQL, POSTGRES_MISSING_MESSAGE, startPostgresServer, type PostgresServer } from '../src/testing/postgres-server.js';
+import { databaseSnapshot, INVARIANT_WRITER_SQL, startPostgresServer, type PostgresServer } from '../src/testing/postgres-server.js';
+import { PG_PASSWORD_VAR, usePostgresFixture } from '../src/testing/postgres-fixture.js';
 import { waitFor } from '../src/testing/server.js';
-import { makeTempDir, removeDir, run } from '../src/testing/tmp.js';
+import { run } from '../src/testing/tmp.js';
 import { snapshotTree } from '../src/testing/tree-snapshot.js';
 
 /**
@@ -20,40 +21,11 @@ import { snapshotTree } from '../src/testing/tree-snapshot.js';
  * the rows.
  */
 
-const PASSWORD_VAR = 'STOWAGE_TEST_PG_PASSWORD';
-const APP_PASSWORD = `app-pw-${crypto.randomBytes(8).toString('hex')}`;
+const fx = usePostgresFixture({ dirPrefix: 'stowage-fx.server-e2e-', databasePrefix: 'e2e' });
+const PASSWORD_VAR = PG_PASSWORD_VAR;
+const APP_PASSWORD = fx.appPassword;
 const ENV = { [PASSWORD_VAR]: APP_PASSWORD, STOWAGE_FAILPOINTS: '' };
-
-let pg: PostgresServer;
-let project: string;
-let dbCounter = 0;
-
-it('PostgreSQL is installed (.ci/run must install the Debian package postgresql)', () => {
-  expect(findPostgresBinDir(), POSTGRES_MISSING_MESSAGE).not.toBeNull();
-});
-
-beforeAll(async () => {
-  pg = await startPostgresServer();
-  pg.createRole('app', APP_PASSWORD);
-}, 120_000);
-afterAll(async () => {
-  await pg?.stop();
-});
-beforeEach(() => {
-  project = makeTempDir('stowage-pg-e2e-');
-});
-afterEach(() => removeDir(project));
-
-function newDatabase(server = pg): string {
-  const name = `e2e_${process.pid}_${++dbCounter}`;
-  server.createDatabase(name, 'app');
-  return name;
-}
-
-/** SQL as the application's role. */
-function app(database: string, sql: string, server = pg): string {
-  return server.psql(sql, { database, user: 'app', password: APP_PASSWORD });
-}
+const { newDatabase, app } = fx;
 
 interface ConfigOptions {
   database: string;
@@ -66,7 +38,7 @@ interface ConfigOptions {
 }
 
 function writeConfig(o: ConfigOptions): void {
-  const server = o.server ?? pg;
+  const server = o.server ?? fx.server;
   const files = o.mixed
     ? `  - name: files
     kind: dir
@@ -77,7 +49,7 @@ function writeConfig(o: ConfigOptions): void {
 `
     : '';
   fs.writeFileSync(
-    path.join(project, 'stowage.yaml'),
+    path.join(fx.dir, 'stowage.yaml'),
     `dataDir: data
 app:
   name: pgapp
@@ -96,33 +68,33 @@ ${(o.pgExtra ?? []).map((l) => `    ${l}\n`).join('')}restore:
 
 /** The files of the mixed configuration: ./app (a folder) and ./app-db/app.db (SQLite, table t with one row). */
 function makeAppFiles(): string {
-  const appDir = path.join(project, 'app');
+  const appDir = path.join(fx.dir, 'app');
   fs.mkdirSync(path.join(appDir, 'sub'), { recursive: true });
   fs.writeFileSync(path.join(appDir, 'config.json'), '{"v":1}');
   fs.writeFileSync(path.join(appDir, 'sub/data.bin'), crypto.randomBytes(100_000));
-  fs.mkdirSync(path.join(project, 'app-db'));
-  const sqlite = new Database(path.join(project, 'app-db/app.db'));
+  fs.mkdirSync(path.join(fx.dir, 'app-db'));
+  const sqlite = new Database(path.join(fx.dir, 'app-db/app.db'));
   sqlite.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t (v) VALUES ('backed up');");
   sqlite.close();
   return appDir;
 }
 
 function cli(args: string[], env: NodeJS.ProcessEnv = {}): CliResult {
-  return stowage(project, args, { ...ENV, ...env });
+  return stowage(fx.dir, args, { ...ENV, ...env });
 }
 
 function snapshot(database: string, tables: string[]): Record<string, string> {
-  return databaseSnapshot(pg, database, tables);
+  return databaseSnapshot(fx.server, database, tables);
 }
 
 /** The dump inside an archive, restored by pg_restore run by hand into a new database: what the backup holds. */
 function restoreByHand(archive: string): string {
-  const dump = path.join(project, `by-hand-${crypto.randomBytes(4).toString('hex')}.pgdump`);
+  const dump = path.join(fx.dir, `by-hand-${crypto.randomBytes(4).toString('hex')}.pgdump`);
   const unzip = spawnSync('unzip', ['-p', archive, 'db/database.pgdump'], { maxBuffer: 1024 ** 3 });
   expect(unzip.status).toBe(0);
   fs.writeFileSync(dump, unzip.stdout);
   const copy = newDatabase();
-  const r = spawnSync(path.join(pg.binDir, 'pg_restore'), ['--no-password', '--exit-on-error', `--dbname=${pg.url(copy, 'app')}`, dump], {
+  const r = spawnSync(path.join(fx.server.binDir, 'pg_restore'), ['--no-password', '--exit-on-error', `--dbname=${fx.server.url(copy, 'app')}`, dump], {
     encoding: 'utf8',
     env: { PATH: process.env.PATH, PGPASSWORD: APP_PASSWORD },
   });
@@ -176,21 +148,21 @@ describe('kind: postgres through the CLI', () => {
     );
     writeConfig({ database: db });
     // Every transaction keeps sum(ledger) = totals and sum(balance) = 100000.
-    const writer = pg.psqlAsync(
+    const writer = fx.server.psqlAsync(
       INVARIANT_WRITER_SQL,
       { database: db, user: 'app', password: APP_PASSWORD },
     );
-    const maxId = async (): Promise<number> => Number(await pg.psqlAsync('SELECT max(id) FROM ledger', { database: db }));
+    const maxId = async (): Promise<number> => Number(await fx.server.psqlAsync('SELECT max(id) FROM ledger', { database: db }));
     let backup: CliResult;
     let startId: number;
     let endId: number;
     try {
       await waitFor(async () => (await maxId()) > 200_100, 20_000, 'the writer to write');
       startId = await maxId();
-      backup = await stowageAsync(project, ['backup', '--name', 'pg1', '--json'], ENV);
+      backup = await stowageAsync(fx.dir, ['backup', '--name', 'pg1', '--json'], ENV);
       endId = await maxId();
     } finally {
-      pg.psql('UPDATE zz_control SET stop = true', { database: db });
+      fx.server.psql('UPDATE zz_control SET stop = true', { database: db });
       await writer;
     }
     expect(backup.stderr).toBe('');
@@ -199,7 +171,7 @@ describe('kind: postgres through the CLI', () => {
     expect(endId).toBeGreaterThan(startId); // the writer committed during the backup
     expectNoSecret(backup, APP_PASSWORD);
 
-    const archive = path.join(project, 'data/backups/pg1.zip');
+    const archive = path.join(fx.dir, 'data/backups/pg1.zip');
     expect(run('unzip', ['-t', archive]).stdout).toContain('No errors detected');
     const names = run('unzip', ['-Z1', archive]).stdout.trim().split('\n');
     expect(names).toEqual(['db/', 'db/postgres.json', 'db/database.pgdump', 'stowage.json']);
@@ -208,15 +180,15 @@ describe('kind: postgres through the CLI', () => {
     const show = cli(['show', 'pg1.zip', '--json']);
     expect(show.status).toBe(0);
     const source = (show.result!.manifest as { sources: Array<Record<string, unknown>> }).sources[0]!;
-    expect(source).toMatchObject({ name: 'db', kind: 'postgres', path: pg.url(db, 'app'), files: 2, postgres: { serverVersion: pg.version, database: db } });
+    expect(source).toMatchObject({ name: 'db', kind: 'postgres', path: fx.server.url(db, 'app'), files: 2, postgres: { serverVersion: fx.server.version, database: db } });
     expect((source.postgres as { serverVersionNum: number }).serverVersionNum).toBeGreaterThan(100000);
 
     // What the backup holds, by hand: a consistent snapshot from inside the writer's run.
     const tables = ['accounts', 'ledger', 'totals', 'zz_control'];
     const copy = restoreByHand(archive);
-    const [ledgerSum, ledgerMax] = pg.psql('SELECT sum(amount), max(id) FROM ledger', { database: copy }).split('\t').map(Number);
-    expect(ledgerSum).toBe(Number(pg.psql('SELECT total FROM totals', { database: copy })));
-    expect(Number(pg.psql('SELECT sum(balance) FROM accounts', { database: copy }))).toBe(100_000);
+    const [ledgerSum, ledgerMax] = fx.server.psql('SELECT sum(amount), max(id) FROM ledger', { database: copy }).split('\t').map(Number);
+    expect(ledgerSum).toBe(Number(fx.server.psql('SELECT total FROM totals', { database: copy })));
+    expect(Number(fx.server.psql('SELECT sum(balance) FROM accounts', { database: copy }))).toBe(100_000);
     expect(ledgerMax).toBeGreaterThanOrEqual(startId);
     expect(ledgerMax).toBeLessThanOrEqual(endId);
     const held = snapshot(copy, tables);
@@ -234,17 +206,17 @@ describe('kind: postgres through the CLI', () => {
     const dry = cli(['restore', 'pg1.zip', '--dry-run', '--json']);
     expect(dry.status).toBe(0);
     expect(dry.result!.plan).toEqual([
-      expect.objectContaining({ name: 'db', kind: 'postgres', target: pg.url(db, 'app'), replaced: [`database ${db}`], note: expect.stringContaining('the database would be replaced') }),
+      expect.objectContaining({ name: 'db', kind: 'postgres', target: fx.server.url(db, 'app'), replaced: [`database ${db}`], note: expect.stringContaining('the database would be replaced') }),
     ]);
-    expect((dry.result!.plan as Array<{ note: string }>)[0]!.note).toContain(`the server runs ${pg.version}`);
-    expect(stowage(project, ['restore', 'pg1.zip', '--dry-run'], ENV).stdout).toContain('the database would be replaced');
+    expect((dry.result!.plan as Array<{ note: string }>)[0]!.note).toContain(`the server runs ${fx.server.version}`);
+    expect(stowage(fx.dir, ['restore', 'pg1.zip', '--dry-run'], ENV).stdout).toContain('the database would be replaced');
     expect(snapshot(db, tables)).toEqual(changed);
 
     const restore = cli(['restore', 'pg1.zip', '--yes', '--json']);
     expect(restore.stderr).toBe('');
     expect(restore.status).toBe(0);
     expect(restore.result).toMatchObject({ ok: true, status: { status: 'completed', key: 'pg1.zip' } });
-    expect(sourcesOf(restore)).toEqual([{ name: 'db', kind: 'postgres', target: pg.url(db, 'app'), status: 'restored', files: 1, bytes: expect.any(Number), errors: [] }]);
+    expect(sourcesOf(restore)).toEqual([{ name: 'db', kind: 'postgres', target: fx.server.url(db, 'app'), status: 'restored', files: 1, bytes: expect.any(Number), errors: [] }]);
     expect(restore.lines.some((l) => l.type === 'progress' && l.phase === 'restoring-database')).toBe(true);
     expectNoSecret(restore, APP_PASSWORD);
 
@@ -257,7 +229,7 @@ describe('kind: postgres through the CLI', () => {
     // The safety backup holds the database as it was (a pg_dump of it), and undoes the restore.
     const safety = (restore.result!.status as { safetyBackupKey: string }).safetyBackupKey;
     expect(safety).toMatch(/^@pre-restore_pgapp_\d{14}\.zip$/);
-    expect(run('unzip', ['-tq', path.join(project, 'data/backups', safety)]).status).toBe(0);
+    expect(run('unzip', ['-tq', path.join(fx.dir, 'data/backups', safety)]).status).toBe(0);
     const undo = cli(['restore', safety, '--yes', '--no-safety-backup', '--json']);
     expect(undo.status, JSON.stringify(undo.result)).toBe(0);
     expect(app(db, 'SELECT count(*) FROM created_later')).toBe('1');
@@ -287,7 +259,7 @@ describe('kind: postgres through the CLI', () => {
 
     const backup = cli(['backup', '--name', 'mix', '--json']);
     expect(backup.status).toBe(0);
-    const archive = path.join(project, 'data/backups/mix.zip');
+    const archive = path.join(fx.dir, 'data/backups/mix.zip');
     expect(run('unzip', ['-t', archive]).stdout).toContain('No errors detected');
     const tables = ['payments', 'notes'];
     const held = snapshot(db, tables); // nothing writes: the database as backed up
@@ -297,7 +269,7 @@ describe('kind: postgres through the CLI', () => {
     fs.writeFileSync(path.join(appDir, 'config.json'), '{"v":2}');
     fs.rmSync(path.join(appDir, 'sub'), { recursive: true });
     fs.writeFileSync(path.join(appDir, 'new.txt'), 'new');
-    const sqliteNow = new Database(path.join(project, 'app-db/app.db'));
+    const sqliteNow = new Database(path.join(fx.dir, 'app-db/app.db'));
     sqliteNow.exec("UPDATE t SET v = 'changed'");
     sqliteNow.close();
     app(db, `DELETE FROM payments WHERE id > 900; UPDATE notes SET body = 'changed'; ALTER DOMAIN shared.amount ADD CONSTRAINT below_500 CHECK (VALUE < 500) NOT VALID;`);
@@ -319,19 +291,19 @@ describe('kind: postgres through the CLI', () => {
 
     // All three as they were just before the restore.
     expect(snapshotTree(appDir, { wholeMs: true })).toEqual(filesChanged);
-    const sqliteAfter = new Database(path.join(project, 'app-db/app.db'), { readonly: true });
+    const sqliteAfter = new Database(path.join(fx.dir, 'app-db/app.db'), { readonly: true });
     expect(sqliteAfter.prepare('SELECT v FROM t').all()).toEqual([{ v: 'changed' }]);
     sqliteAfter.close();
     expect(snapshot(db, tables)).toEqual(dbChanged);
     expect(fs.readdirSync(appDir).filter((n) => n.startsWith('.stowage'))).toEqual([]);
-    expect(fs.existsSync(path.join(project, 'data/restore-journal.json'))).toBe(false);
+    expect(fs.existsSync(path.join(fx.dir, 'data/restore-journal.json'))).toBe(false);
 
     const status = cli(['restore-status', '--json']);
     expect(status.result).toMatchObject({ status: { status: 'failed', key: 'mix.zip', safetyBackupKey: expect.stringMatching(/^@pre-restore_/) } });
     const perSource = sourcesOf(status);
     expect(perSource.find((s) => s.name === 'files')).toMatchObject({ status: 'rolled_back' });
     expect(perSource.find((s) => s.name === 'appdb')).toMatchObject({ status: 'rolled_back' });
-    expect(perSource.find((s) => s.name === 'db')).toMatchObject({ status: 'rolled_back', target: pg.url(db, 'app'), errors: [expect.stringContaining('violates check constraint "below_500"')] });
+    expect(perSource.find((s) => s.name === 'db')).toMatchObject({ status: 'rolled_back', target: fx.server.url(db, 'app'), errors: [expect.stringContaining('violates check constraint "below_500"')] });
 
     // With the constraint gone, all three come back as backed up.
     app(db, 'ALTER DOMAIN shared.amount DROP CONSTRAINT below_500');
@@ -339,7 +311,7 @@ describe('kind: postgres through the CLI', () => {
     expect(ok.status).toBe(0);
     expect(sourcesOf(ok).map((s) => `${s.name}:${s.status}`)).toEqual(['files:restored', 'appdb:restored', 'db:restored']);
     expect(snapshotTree(appDir, { wholeMs: true })).toEqual(filesBackedUp);
-    const sqliteRestored = new Database(path.join(project, 'app-db/app.db'), { readonly: true });
+    const sqliteRestored = new Database(path.join(fx.dir, 'app-db/app.db'), { readonly: true });
     expect(sqliteRestored.prepare('SELECT v FROM t').all()).toEqual([{ v: 'backed up' }]);
     sqliteRestored.close();
     expect(snapshot(db, tables)).toEqual(held);
@@ -359,13 +331,13 @@ describe('kind: postgres through the CLI', () => {
 
     // --target: the dump is restored as files (for pg_restore by hand); the database is not touched.
     app(db, "UPDATE notes SET body = 'kept'");
-    const target = path.join(project, 'elsewhere');
+    const target = path.join(fx.dir, 'elsewhere');
     const toTarget = cli(['restore', 'mix.zip', '--target', target, '--source', 'db', '--json']);
     expect(toTarget.status).toBe(0);
-    const list = spawnSync(path.join(pg.binDir, 'pg_restore'), ['--list', path.join(target, 'db/database.pgdump')], { encoding: 'utf8' });
+    const list = spawnSync(path.join(fx.server.binDir, 'pg_restore'), ['--list', path.join(target, 'db/database.pgdump')], { encoding: 'utf8' });
     expect(list.status, list.stderr).toBe(0);
     expect(list.stdout).toContain('TABLE public payments');
-    expect(JSON.parse(fs.readFileSync(path.join(target, 'db/postgres.json'), 'utf8'))).toMatchObject({ serverVersion: pg.version, database: db });
+    expect(JSON.parse(fs.readFileSync(path.join(target, 'db/postgres.json'), 'utf8'))).toMatchObject({ serverVersion: fx.server.version, database: db });
     expect(app(db, 'SELECT DISTINCT body FROM notes')).toBe('kept');
   });
 
@@ -375,19 +347,19 @@ describe('kind: postgres through the CLI', () => {
     writeConfig({ database: db });
     expect(cli(['backup', '--name', 'd1', '--json']).status).toBe(0);
     // The configured server is now unreachable: a drill that connected would fail.
-    fs.writeFileSync(path.join(project, 'stowage.yaml'), fs.readFileSync(path.join(project, 'stowage.yaml'), 'utf8').replace(`:${pg.port}/`, ':1/'));
+    fs.writeFileSync(path.join(fx.dir, 'stowage.yaml'), fs.readFileSync(path.join(fx.dir, 'stowage.yaml'), 'utf8').replace(`:${fx.server.port}/`, ':1/'));
     const drill = cli(['drill', 'd1.zip', '--json']);
     expect(drill.status).toBe(0);
     expect(drill.result).toMatchObject({ ok: true });
     expect(JSON.stringify(drill.result)).toContain('every PostgreSQL dump reads with pg_restore --list');
-    expect(stowage(project, ['drill', 'd1.zip'], ENV).stdout).toContain('pg_restore --list ok');
+    expect(stowage(fx.dir, ['drill', 'd1.zip'], ENV).stdout).toContain('pg_restore --list ok');
 
     // A dump damaged before it was archived (cut short; the manifest's checksum matches it, so
     // verify passes): the drill finds it.
-    const archive = path.join(project, 'data/backups/d1.zip');
+    const archive = path.join(fx.dir, 'data/backups/d1.zip');
     const dump = spawnSync('unzip', ['-p', archive, 'db/database.pgdump']).stdout;
     // Put into storage, where "list" finds it (as a backup copied in from elsewhere).
-    const damaged = path.join(project, 'data/backups/damaged.zip');
+    const damaged = path.join(fx.dir, 'data/backups/damaged.zip');
     rewriteManifest(archive, damaged, () => {}, { 'db/database.pgdump': dump.subarray(0, 400) });
     expect(cli(['verify', damaged, '--json']).result).toMatchObject({ ok: true });
     expect(cli(['list']).stdout).toContain('damaged.zip');
@@ -404,7 +376,7 @@ describe('kind: postgres in the library', () => {
     const appDir = makeAppFiles();
     writeConfig({ database: db, mixed: true });
     process.env[PASSWORD_VAR] = APP_PASSWORD;
-    const engine = await Stowage.open({ config: loadConfig({ cwd: project, env: process.env }) });
+    const engine = await Stowage.open({ config: loadConfig({ cwd: fx.dir, env: process.env }) });
     try {
       const outcome = await (await engine.startFactoryReset()).done;
       expect(outcome.status.status).toBe('completed_with_errors');
@@ -413,13 +385,13 @@ describe('kind: postgres in the library', () => {
       expect(byName.appdb).toMatchObject({ status: 'restored' });
       expect(byName.db).toMatchObject({ status: 'skipped', errors: [expect.stringContaining('a factory reset does not empty PostgreSQL databases')] });
       expect(fs.readdirSync(appDir)).toEqual([]);
-      const sqlite = new Database(path.join(project, 'app-db/app.db'), { readonly: true });
+      const sqlite = new Database(path.join(fx.dir, 'app-db/app.db'), { readonly: true });
       expect(sqlite.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all()).toEqual([]);
       sqlite.close();
       expect(app(db, 'SELECT count(*) FROM t')).toBe('1');
       // The safety backup taken first holds the database too.
       const safety = outcome.status.safetyBackupKey!;
-      expect(run('unzip', ['-Z1', path.join(project, 'data/backups', safety)]).stdout).toContain('db/database.pgdump');
+      expect(run('unzip', ['-Z1', path.join(fx.dir, 'data/backups', safety)]).stdout).toContain('db/database.pgdump');
     } finally {
       engine.close();
       delete process.env[PASSWORD_VAR];
@@ -451,10 +423,10 @@ describe('PostgreSQL failures through the CLI say what to do', () => {
     expect(cli(['restore-status', '--json']).result).toMatchObject({ status: { status: 'failed', key: 'good.zip', message: expect.stringContaining('nothing was changed') } });
     expect(app(db, 'SELECT count(*) FROM t')).toBe('3');
     // No safety backup was taken for a restore that could not start.
-    expect(fs.readdirSync(path.join(project, 'data/backups')).filter((n) => n.startsWith('@pre-restore'))).toEqual([]);
+    expect(fs.readdirSync(path.join(fx.dir, 'data/backups')).filter((n) => n.startsWith('@pre-restore'))).toEqual([]);
 
     // passwordEnv not set at all.
-    const unset = stowage(project, ['restore', 'good.zip', '--yes', '--json'], { [PASSWORD_VAR]: '', STOWAGE_FAILPOINTS: '' });
+    const unset = stowage(fx.dir, ['restore', 'good.zip', '--yes', '--json'], { [PASSWORD_VAR]: '', STOWAGE_FAILPOINTS: '' });
     expect(unset.status).toBe(1);
     expect(unset.result!.message).toContain(`environment variable ${PASSWORD_VAR} (passwordEnv) is not set`);
   });
@@ -491,18 +463,18 @@ describe('PostgreSQL failures through the CLI say what to do', () => {
     app(db, 'CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, $$backed up$$);');
     writeConfig({ database: db });
     expect(cli(['backup', '--name', 'v', '--json']).status).toBe(0);
-    const archive = path.join(project, 'data/backups/v.zip');
+    const archive = path.join(fx.dir, 'data/backups/v.zip');
     app(db, "UPDATE t SET v = 'changed'");
-    const major = pg.version.split('.')[0]!;
+    const major = fx.server.version.split('.')[0]!;
 
     // A backup recorded from a newer server (the archive rebuilt with that in its manifest).
-    const newer = path.join(project, 'from-newer.zip');
+    const newer = path.join(fx.dir, 'from-newer.zip');
     rewriteManifest(archive, newer, (m) => Object.assign(m.sources[0]!.postgres as object, { serverVersion: '99.1 (test)', serverVersionNum: 990001 }));
     expect(run('unzip', ['-t', newer]).stdout).toContain('No errors detected');
     const refused = cli(['restore', newer, '--yes', '--json']);
     expect(refused.status).toBe(1);
     expect(refused.result).toMatchObject({ type: 'error', code: 'VERSION_POLICY' });
-    expect(refused.result!.message).toContain(`source "db": this backup comes from a newer PostgreSQL (99.1 (test)) than the target server (${pg.url(db, 'app')}) runs (${pg.version})`);
+    expect(refused.result!.message).toContain(`source "db": this backup comes from a newer PostgreSQL (99.1 (test)) than the target server (${fx.server.url(db, 'app')}) runs (${fx.server.version})`);
     expect(refused.result!.message).toContain(`99 or later, the server has ${major}`);
     expect(refused.result!.message).toContain('--force');
     expect(cli(['restore', newer, '--dry-run', '--json']).result).toMatchObject({ type: 'error', code: 'VERSION_POLICY' });
@@ -513,12 +485,12 @@ describe('PostgreSQL failures through the CLI say what to do', () => {
 
     // From an older server: "same" refuses (major versions differ), "same-or-older" restores.
     app(db, "UPDATE t SET v = 'changed'");
-    const older = path.join(project, 'from-older.zip');
+    const older = path.join(fx.dir, 'from-older.zip');
     rewriteManifest(archive, older, (m) => Object.assign(m.sources[0]!.postgres as object, { serverVersion: '9.6.24', serverVersionNum: 90624 }));
     writeConfig({ database: db, versionPolicy: 'same' });
     const same = cli(['restore', older, '--yes', '--json']);
     expect(same.result).toMatchObject({ type: 'error', code: 'VERSION_POLICY' });
-    expect(same.result!.message).toContain(`this backup comes from PostgreSQL 9.6.24 and the target server (${pg.url(db, 'app')}) runs PostgreSQL ${pg.version}; the policy "same" wants the same major version (9.6 in the backup, ${major} on the server)`);
+    expect(same.result!.message).toContain(`this backup comes from PostgreSQL 9.6.24 and the target server (${fx.server.url(db, 'app')}) runs PostgreSQL ${fx.server.version}; the policy "same" wants the same major version (9.6 in the backup, ${major} on the server)`);
     // The real backup is of the same major version: "same" restores it.
     expect(cli(['restore', 'v.zip', '--yes', '--json']).status).toBe(0);
     app(db, "UPDATE t SET v = 'changed'");
@@ -578,15 +550,15 @@ describe('crashes during a PostgreSQL restore', () => {
     const filesChanged = snapshotTree(appDir, { wholeMs: true });
 
     // Another session holds shared.ref: dropping big's foreign key (pg_restore --clean) waits for it.
-    const holder = pg.psqlAsync('BEGIN; LOCK TABLE shared.ref IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT;', { database: db }).catch(() => 'cancelled');
-    const release = () => pg.psql(`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()`);
+    const holder = fx.server.psqlAsync('BEGIN; LOCK TABLE shared.ref IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(60); COMMIT;', { database: db }).catch(() => 'cancelled');
+    const release = () => fx.server.psql(`SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(60)%' AND pid <> pg_backend_pid()`);
     try {
       const locked = `SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'ref' AND l.mode = 'AccessExclusiveLock' AND l.granted`;
-      await waitFor(() => pg.psql(locked, { database: db }) !== '0', 10_000, 'the lock holder');
-      const child = spawn(process.execPath, [CLI, 'restore', 'c.zip', '--yes', '--no-safety-backup', '--json'], { cwd: project, env: { ...process.env, ...ENV }, stdio: 'ignore' });
+      await waitFor(() => fx.server.psql(locked, { database: db }) !== '0', 10_000, 'the lock holder');
+      const child = spawn(process.execPath, [CLI, 'restore', 'c.zip', '--yes', '--no-safety-backup', '--json'], { cwd: fx.dir, env: { ...process.env, ...ENV }, stdio: 'ignore' });
       const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
       const waiting = `SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'stowage-restore-%' AND wait_event_type = 'Lock'`;
-      await waitFor(async () => (await pg.psqlAsync(waiting)) !== '0', 60_000, 'pg_restore to wait for the lock');
+      await waitFor(async () => (await fx.server.psqlAsync(waiting)) !== '0', 60_000, 'pg_restore to wait for the lock');
       // The files were swapped in before pg_restore started.
       expect(fs.readFileSync(path.join(appDir, 'config.json'), 'utf8')).toBe('{"v":1}');
       child.kill('SIGKILL');
@@ -599,7 +571,7 @@ describe('crashes during a PostgreSQL restore', () => {
     }
     // Its server session notices the closed connection once it has the lock, and rolls back.
     const sessions = `SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'stowage-restore-%'`;
-    await waitFor(async () => (await pg.psqlAsync(sessions)) === '0', 15_000, 'the restore session to end');
+    await waitFor(async () => (await fx.server.psqlAsync(sessions)) === '0', 15_000, 'the restore session to end');
     expect(snapshot(db, tables)).toEqual(dbChanged);
 
     // The next command finds the journal: the files and the SQLite database go back.
@@ -610,7 +582,7 @@ describe('crashes during a PostgreSQL restore', () => {
     expect(message).toContain('the database of db was being restored');
     expect(snapshotTree(appDir, { wholeMs: true })).toEqual(filesChanged);
     expect(snapshot(db, tables)).toEqual(dbChanged);
-    expect(fs.existsSync(path.join(project, 'data/restore-journal.json'))).toBe(false);
+    expect(fs.existsSync(path.join(fx.dir, 'data/restore-journal.json'))).toBe(false);
   }, 120_000);
 
   it('killed after pg_restore committed (before the journal commit): the next command finishes the restore instead of undoing the files', () => {

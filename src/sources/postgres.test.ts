@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ZipWriter, type ArchiveInput, type WrittenEntry } from '../archive/zip-writer.js';
 import { StowageError } from '../errors.js';
 import { ExcludeRules } from './fnmatch.js';
@@ -19,8 +19,8 @@ import {
 } from './postgres.js';
 import { checkPostgresRestore, restorePostgres } from './postgres-restore.js';
 import type { BackupContext } from './source.js';
-import { databaseSnapshot, findPostgresBinDir, INVARIANT_WRITER_SQL, POSTGRES_MISSING_MESSAGE, startPostgresServer, type PostgresServer } from '../testing/postgres-server.js';
-import { makeTempDir, removeDir } from '../testing/tmp.js';
+import { databaseSnapshot, INVARIANT_WRITER_SQL, startPostgresServer } from '../testing/postgres-server.js';
+import { PG_PASSWORD_VAR, usePostgresFixture } from '../testing/postgres-fixture.js';
 
 /**
  * The PostgreSQL source against a real server (src/testing/postgres-server.ts): backups are
@@ -28,44 +28,14 @@ import { makeTempDir, removeDir } from '../testing/tmp.js';
  * server, and every comparison is of row sets read back with psql.
  */
 
-const PASSWORD_VAR = 'STOWAGE_TEST_PG_PASSWORD';
-const APP_PASSWORD = `app-pw-${crypto.randomBytes(8).toString('hex')}`;
+const fx = usePostgresFixture({ dirPrefix: 'stowage-fx.server-test-', databasePrefix: 'db' });
+const PASSWORD_VAR = PG_PASSWORD_VAR;
+const APP_PASSWORD = fx.appPassword;
 const ENV = { ...process.env, [PASSWORD_VAR]: APP_PASSWORD };
-
-let pg: PostgresServer;
-let dir: string;
-let dbCounter = 0;
-
-// No PostgreSQL is a failure, never a skip: CI must install it.
-it('PostgreSQL is installed (.ci/run must install the Debian package postgresql)', () => {
-  expect(findPostgresBinDir(), POSTGRES_MISSING_MESSAGE).not.toBeNull();
-});
-
-beforeAll(async () => {
-  pg = await startPostgresServer();
-  pg.createRole('app', APP_PASSWORD);
-}, 120_000);
-afterAll(async () => {
-  await pg?.stop();
-});
-beforeEach(() => {
-  dir = makeTempDir('stowage-pg-test-');
-});
-afterEach(() => removeDir(dir));
-
-function newDatabase(): string {
-  const name = `db_${process.pid}_${++dbCounter}`;
-  pg.createDatabase(name, 'app');
-  return name;
-}
+const { newDatabase, app } = fx;
 
 function configFor(database: string, extra: Partial<PostgresSourceConfig> = {}): PostgresSourceConfig {
-  return { name: 'db', kind: 'postgres', url: pg.url(database, 'app'), passwordEnv: PASSWORD_VAR, binDir: pg.binDir, ...extra };
-}
-
-/** SQL as the application role (owner of its database). */
-function app(database: string, sql: string): string {
-  return pg.psql(sql, { database, user: 'app', password: APP_PASSWORD });
+  return { name: 'db', kind: 'postgres', url: fx.server.url(database, 'app'), passwordEnv: PASSWORD_VAR, binDir: fx.server.binDir, ...extra };
 }
 
 const FIXTURE = `
@@ -88,11 +58,11 @@ const FIXTURE_TABLES = ['accounts', 'notes', 'audit.events', 'scratch.cache'];
 
 /** Every row of each table (ordered), the sequences' positions, and the objects that exist. */
 function snapshot(database: string, tables = FIXTURE_TABLES): Record<string, string> {
-  return databaseSnapshot(pg, database, tables);
+  return databaseSnapshot(fx.server, database, tables);
 }
 
 function backupContext(): BackupContext {
-  const tempDir = path.join(dir, 'tmp');
+  const tempDir = path.join(fx.dir, 'tmp');
   fs.mkdirSync(tempDir, { recursive: true });
   return { excludes: new ExcludeRules([]), neverInclude: [], tempDir, warn: () => {} };
 }
@@ -108,7 +78,7 @@ interface Backup {
 /** A backup as the engine makes it: the source's entries, prefixed, through the ZipWriter; then unzipped. */
 async function backup(config: PostgresSourceConfig, options: { onCommand?: (argv: readonly string[]) => void } = {}): Promise<Backup> {
   const source = new PostgresSource(config, { env: ENV, onCommand: options.onCommand });
-  const zip = path.join(dir, `backup-${crypto.randomBytes(4).toString('hex')}.zip`);
+  const zip = path.join(fx.dir, `backup-${crypto.randomBytes(4).toString('hex')}.zip`);
   const out = fs.createWriteStream(zip);
   const written: WrittenEntry[] = [];
   const writer = new ZipWriter(out, { spoolPath: `${zip}.cd`, onEntry: (e) => written.push(e) });
@@ -127,7 +97,7 @@ async function backup(config: PostgresSourceConfig, options: { onCommand?: (argv
   }
   // Streamed: nothing was spooled to the temporary folder.
   expect(fs.readdirSync(ctx.tempDir)).toEqual([]);
-  const extract = path.join(dir, `x-${crypto.randomBytes(4).toString('hex')}`);
+  const extract = path.join(fx.dir, `x-${crypto.randomBytes(4).toString('hex')}`);
   const unzip = spawnSync('unzip', ['-q', zip, '-d', extract], { encoding: 'utf8' });
   expect(unzip.status, unzip.stderr).toBe(0);
   const dumpFile = path.join(extract, config.name, POSTGRES_DUMP_ENTRY);
@@ -139,7 +109,7 @@ async function backup(config: PostgresSourceConfig, options: { onCommand?: (argv
 
 /** The tables in a dump, as "schema.name", from pg_restore's own listing. */
 function dumpTables(dumpFile: string): string[] {
-  const r = spawnSync(path.join(pg.binDir, 'pg_restore'), ['--list', dumpFile], { encoding: 'utf8' });
+  const r = spawnSync(path.join(fx.server.binDir, 'pg_restore'), ['--list', dumpFile], { encoding: 'utf8' });
   expect(r.status, r.stderr).toBe(0);
   return r.stdout
     .split('\n')
@@ -174,15 +144,15 @@ describe('PostgresSource backup and restore', () => {
 
     // Versions: in the source's metadata, in postgres.json, and in the dump's own header.
     const meta = b.source.metadata!;
-    expect(meta.serverVersion).toBe(pg.version);
-    expect(parsePgVersion(meta.pgDumpVersion)?.major).toBe(parsePgVersion(pg.version)?.major);
+    expect(meta.serverVersion).toBe(fx.server.version);
+    expect(parsePgVersion(meta.pgDumpVersion)?.major).toBe(parsePgVersion(fx.server.version)?.major);
     expect(meta.serverVersionNum).toBeGreaterThan(100000);
-    expect(meta.url).toBe(pg.url(db, 'app'));
+    expect(meta.url).toBe(fx.server.url(db, 'app'));
     expect(JSON.parse(fs.readFileSync(b.metadataFile, 'utf8'))).toEqual(meta);
     const header = (await readPgDumpHeader(b.dumpFile))!;
-    expect(header).toMatchObject({ format: 'custom', database: db, serverVersion: pg.version, pgDumpVersion: meta.pgDumpVersion });
+    expect(header).toMatchObject({ format: 'custom', database: db, serverVersion: fx.server.version, pgDumpVersion: meta.pgDumpVersion });
     // ... the same as pg_restore reads it.
-    const list = spawnSync(path.join(pg.binDir, 'pg_restore'), ['--list', b.dumpFile], { encoding: 'utf8' }).stdout;
+    const list = spawnSync(path.join(fx.server.binDir, 'pg_restore'), ['--list', b.dumpFile], { encoding: 'utf8' }).stdout;
     expect(list).toContain(`;     Dumped from database version: ${header.serverVersion}`);
     expect(list).toContain(`;     Dumped by pg_dump version: ${header.pgDumpVersion}`);
     expect(list).toContain(`;     Dump Version: ${header.formatVersion.replace(/\.(\d+)$/, '-$1')}`);
@@ -194,7 +164,7 @@ describe('PostgresSource backup and restore', () => {
     expect(app(db, 'SELECT count(*) FROM accounts')).toBe('10');
 
     const check = await checkPostgresRestore(configFor(db), b.dumpFile, { env: ENV });
-    expect(check.serverVersion).toBe(pg.version);
+    expect(check.serverVersion).toBe(fx.server.version);
     expect(check.warnings).toEqual([]);
     const lines: string[] = [];
     const result = await restorePostgres(configFor(db), b.dumpFile, { env: ENV, log: (l) => lines.push(l) });
@@ -247,11 +217,11 @@ describe('PostgresSource backup and restore', () => {
     );
     // Each transaction adds a ledger row and its amount to totals, and moves money between two
     // accounts: in any consistent snapshot sum(ledger) = totals and sum(balance) = 100000.
-    const writer = pg.psqlAsync(
+    const writer = fx.server.psqlAsync(
       INVARIANT_WRITER_SQL,
       { database: db, user: 'app', password: APP_PASSWORD },
     );
-    const maxId = async (): Promise<number> => Number(await pg.psqlAsync('SELECT max(id) FROM ledger', { database: db }));
+    const maxId = async (): Promise<number> => Number(await fx.server.psqlAsync('SELECT max(id) FROM ledger', { database: db }));
     try {
       const deadline = Date.now() + 20_000;
       while ((await maxId()) < 300_100) {
@@ -265,18 +235,18 @@ describe('PostgresSource backup and restore', () => {
 
       const copy = newDatabase();
       await restorePostgres(configFor(copy), b.dumpFile, { env: ENV });
-      const [ledgerSum, ledgerMax] = pg.psql('SELECT sum(amount), max(id) FROM ledger', { database: copy }).split('\t').map(Number);
-      const total = Number(pg.psql('SELECT total FROM totals', { database: copy }));
+      const [ledgerSum, ledgerMax] = fx.server.psql('SELECT sum(amount), max(id) FROM ledger', { database: copy }).split('\t').map(Number);
+      const total = Number(fx.server.psql('SELECT total FROM totals', { database: copy }));
       expect(ledgerSum).toBe(total);
-      expect(Number(pg.psql('SELECT sum(balance) FROM accounts', { database: copy }))).toBe(100_000);
+      expect(Number(fx.server.psql('SELECT sum(balance) FROM accounts', { database: copy }))).toBe(100_000);
       expect(ledgerMax).toBeGreaterThanOrEqual(startId);
       expect(ledgerMax).toBeLessThanOrEqual(endId);
     } finally {
-      pg.psql('UPDATE zz_control SET stop = true', { database: db });
+      fx.server.psql('UPDATE zz_control SET stop = true', { database: db });
       await writer;
     }
     // The live database kept the invariants too (a sanity check of the writer itself).
-    expect(pg.psql('SELECT (SELECT sum(amount) FROM ledger) = (SELECT total FROM totals)', { database: db })).toBe('t');
+    expect(fx.server.psql('SELECT (SELECT sum(amount) FROM ledger) = (SELECT total FROM totals)', { database: db })).toBe('t');
   });
 
   it('a restore that fails midway (a row the database now refuses) is rolled back: the data is as it was before the restore', async () => {
@@ -332,7 +302,7 @@ describe('PostgresSource backup and restore', () => {
     const watching = (async () => {
       const deadline = Date.now() + 30_000;
       while (Date.now() < deadline) {
-        const copying = await pg.psqlAsync(`SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'stowage-restore-%' AND query LIKE 'COPY public.big%'`);
+        const copying = await fx.server.psqlAsync(`SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'stowage-restore-%' AND query LIKE 'COPY public.big%'`);
         if (copying !== '0') {
           controller.abort();
           return true;
@@ -354,9 +324,9 @@ describe('PostgresSource backup and restore', () => {
     const b = await backup(configFor(db));
     app(db, 'UPDATE accounts SET balance = 7');
     const before = snapshot(db);
-    const holder = pg.psqlAsync(`BEGIN; LOCK TABLE accounts IN ACCESS SHARE MODE; SELECT pg_sleep(3); COMMIT;`, { database: db, user: 'app', password: APP_PASSWORD });
+    const holder = fx.server.psqlAsync(`BEGIN; LOCK TABLE accounts IN ACCESS SHARE MODE; SELECT pg_sleep(3); COMMIT;`, { database: db, user: 'app', password: APP_PASSWORD });
     const deadline = Date.now() + 10_000;
-    while (pg.psql(`SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'accounts' AND l.mode = 'AccessShareLock' AND l.granted`, { database: db }) === '0') {
+    while (fx.server.psql(`SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'accounts' AND l.mode = 'AccessShareLock' AND l.granted`, { database: db }) === '0') {
       if (Date.now() > deadline) throw new Error('the lock holder did not start');
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -425,7 +395,7 @@ describe('PostgreSQL errors say what to do and never show the password', () => {
     expect(check.message).not.toContain(wrong);
 
     // The password in the URL instead: still not in the message, nor in source.path.
-    const inUrl = configFor(db, { url: pg.url(db, 'app').replace('app@', `app:${wrong}@`), passwordEnv: undefined });
+    const inUrl = configFor(db, { url: fx.server.url(db, 'app').replace('app@', `app:${wrong}@`), passwordEnv: undefined });
     const urlSource = new PostgresSource(inUrl, { env: process.env });
     expect(urlSource.path).not.toContain(wrong);
     const urlErr = await expectStowageError((async () => {
@@ -485,18 +455,18 @@ describe('PostgreSQL errors say what to do and never show the password', () => {
     const dumpMajor = parsePgVersion((await readPgDumpHeader(b.dumpFile))!.pgDumpVersion!)!.major;
 
     // A bin folder with psql but no pg_restore.
-    const noRestore = path.join(dir, 'bin-none');
+    const noRestore = path.join(fx.dir, 'bin-none');
     fs.mkdirSync(noRestore);
-    fs.symlinkSync(path.join(pg.binDir, 'psql'), path.join(noRestore, 'psql'));
+    fs.symlinkSync(path.join(fx.server.binDir, 'psql'), path.join(noRestore, 'psql'));
     const missing = await expectStowageError(checkPostgresRestore(configFor(db, { binDir: noRestore }), b.dumpFile, { env: ENV }));
     expect(missing.details?.reason).toBe('pg_restore-missing');
     expect(missing.message).toContain(`pg_restore was not found in binDir ${noRestore}`);
     expect(missing.message).toContain(`postgresql-client-${dumpMajor}`);
 
     // An old pg_restore (a stand-in that reports 9.6).
-    const old = path.join(dir, 'bin-old');
+    const old = path.join(fx.dir, 'bin-old');
     fs.mkdirSync(old);
-    fs.symlinkSync(path.join(pg.binDir, 'psql'), path.join(old, 'psql'));
+    fs.symlinkSync(path.join(fx.server.binDir, 'psql'), path.join(old, 'psql'));
     fs.writeFileSync(path.join(old, 'pg_restore'), `#!/bin/sh\nif [ "$1" = "--version" ]; then echo "pg_restore (PostgreSQL) 9.6.24"; exit 0; fi\nexit 1\n`, { mode: 0o755 });
     const tooOld = await expectStowageError(checkPostgresRestore(configFor(db, { binDir: old }), b.dumpFile, { env: ENV }));
     expect(tooOld.details?.reason).toBe('pg_restore-too-old');
@@ -505,7 +475,7 @@ describe('PostgreSQL errors say what to do and never show the password', () => {
 
     // A dump header from a pg_dump newer than the pg_restore here: refused before pg_restore
     // is even asked to read it (it could not).
-    const future = path.join(dir, 'future.pgdump');
+    const future = path.join(fx.dir, 'future.pgdump');
     fs.writeFileSync(future, fakeHeader({ format: [1, 16, 0], serverVersion: '99.1', pgDumpVersion: '99.1' }));
     expect(parsePgDumpHeader(fs.readFileSync(future))).toMatchObject({ formatVersion: '1.16.0', format: 'custom', database: 'app', pgDumpVersion: '99.1' });
     const newer = await expectStowageError(restorePostgres(configFor(db), future, { env: ENV }));
@@ -513,10 +483,10 @@ describe('PostgreSQL errors say what to do and never show the password', () => {
     expect(newer.message).toContain('install the PostgreSQL client 99 or newer (Debian: apt-get install postgresql-client-99)');
 
     // Not a dump at all, and a truncated one.
-    const junk = path.join(dir, 'junk.pgdump');
+    const junk = path.join(fx.dir, 'junk.pgdump');
     fs.writeFileSync(junk, 'not a dump');
     expect((await expectStowageError(checkPostgresRestore(configFor(db), junk, { env: ENV }))).code).toBe('ARCHIVE_INVALID');
-    const truncated = path.join(dir, 'truncated.pgdump');
+    const truncated = path.join(fx.dir, 'truncated.pgdump');
     fs.writeFileSync(truncated, fs.readFileSync(b.dumpFile).subarray(0, 300));
     const cut = await expectStowageError(checkPostgresRestore(configFor(db), truncated, { env: ENV }));
     expect(cut.code).toBe('ARCHIVE_INVALID');
@@ -551,7 +521,7 @@ describe('PostgreSQL errors say what to do and never show the password', () => {
         if (!found) await new Promise((r) => setTimeout(r, 20));
       }
       expect(found, 'pg_dump was not seen running').toBeDefined();
-      expect(found!.cmdline.split('\0')).toContain(`--dbname=${pg.url(db, 'app')}`);
+      expect(found!.cmdline.split('\0')).toContain(`--dbname=${fx.server.url(db, 'app')}`);
       // It has the password the only way it should: in its environment.
       expect(fs.readFileSync(`/proc/${found!.pid}/environ`, 'utf8').split('\0')).toContain(`PGPASSWORD=${APP_PASSWORD}`);
     } finally {
