@@ -41,7 +41,9 @@ import { BlockCutter, GrowBuffer, MAX_COUNTER, settle } from './chunks.js';
 
 /**
  * Buffering on each side of the cipher. Node's default (16 KiB) is below one 64 KiB chunk, so
- * nearly every write of the archive writer waited for 'drain' (docs/PERFORMANCE.md, Encryption).
+ * nearly every write into the stream waited for 'drain' (docs/PERFORMANCE.md, Encryption).
+ * Backups use the threaded writer in age-seal-thread.ts instead; these streams serve
+ * decryption, `stowage decrypt` and library users.
  */
 const STREAM_BUFFER_BYTES = 1024 * 1024;
 

@@ -9,7 +9,7 @@ import { PointsScreen } from './screens/points.js';
 import { SettingsScreen } from './screens/settings.js';
 import { TokensScreen } from './screens/tokens.js';
 import { WebhooksScreen } from './screens/webhooks.js';
-import { ErrorNote } from './ui.js';
+import { ErrorNote, useSubmit } from './ui.js';
 
 const NAV: Array<[string, string]> = [
   ['/', 'Backups'],
@@ -72,21 +72,10 @@ function Login(props: { onLogin: (token: string, email: string) => void }) {
   const { query } = useRoute();
   const [email, setEmail] = useState(query.get('email') ?? '');
   const [password, setPassword] = useState('');
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  const submit = async (e: Event) => {
-    e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const r = await client.auth.login(email, password);
-      props.onLogin(r.token, r.record.email);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
+  const { submit, error, busy } = useSubmit(async () => {
+    const r = await client.auth.login(email, password);
+    props.onLogin(r.token, r.record.email);
+  });
   return (
     <div class="auth-page">
       <form class="card auth" onSubmit={submit} aria-labelledby="login-title">
@@ -122,24 +111,12 @@ function Setup(props: { onDone: (email: string) => void }) {
   const [email, setEmail] = useState('');
   const [password, setPassword] = useState('');
   const [repeat, setRepeat] = useState('');
-  const [error, setError] = useState<unknown>(null);
   const [done, setDone] = useState<Superuser | null>(null);
-  const [busy, setBusy] = useState(false);
   const mismatch = repeat !== '' && repeat !== password;
-  const submit = async (e: Event) => {
-    e.preventDefault();
-    if (mismatch) return;
-    setBusy(true);
-    setError(null);
-    try {
-      const user = await client.auth.completeSetup({ token, email, password });
-      setDone(user);
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
+  const { submit, error, busy } = useSubmit(async () => {
+    const user = await client.auth.completeSetup({ token, email, password });
+    setDone(user);
+  }, () => !mismatch);
   return (
     <div class="auth-page">
       <form class="card auth" onSubmit={submit} aria-labelledby="setup-title">

@@ -155,3 +155,27 @@ export function SecretOnce(props: { title: string; warning: string; label: strin
     </Dialog>
   );
 }
+
+/**
+ * A form's submit handler with its error and busy state: stops the page reload, runs `before`
+ * (checks that may refuse, e.g. to show field problems), then `action` with the last error
+ * cleared and `busy` set; what it throws is kept for ErrorNote and FieldError.
+ */
+export function useSubmit(action: () => Promise<void>, before?: () => boolean) {
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    if (before && !before()) return;
+    setBusy(true);
+    setError(null);
+    try {
+      await action();
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return { submit, error, busy };
+}

@@ -3,7 +3,7 @@ import { client, errorText, uploadClient, type Backup, type BackupDetail, type P
 import { bytes, dateTime, fullDateTime, relative } from '../format.js';
 import { throttle, useEvents } from '../live.js';
 import { RESTORE_PHASES, refreshRestoreStatus, setRestoreStatus, useRestoreStatus } from '../restore-state.js';
-import { ConfirmDialog, Dialog, Empty, ErrorNote, JobProgress, StatusBadge, clickDownload } from '../ui.js';
+import { ConfirmDialog, Dialog, Empty, ErrorNote, JobProgress, StatusBadge, clickDownload, useSubmit } from '../ui.js';
 import { DecryptionFields, DownloadDialog, EMPTY_KEY, EncryptionFields, NO_ENCRYPTION_DRAFT, encryptionBody, encryptionProblems, isKeyError, keyBody, type EncryptionDraft, type KeyDraft } from './encryption.js';
 
 type SortKey = 'name' | 'createdAt' | 'size' | 'status' | 'trigger' | 'encrypted' | 'host';
@@ -273,17 +273,10 @@ function CreateDialog(props: { progress: Record<string, Progress>; outcomes: Rec
   const [excludes, setExcludes] = useState('');
   const [encryption, setEncryption] = useState<EncryptionDraft>(NO_ENCRYPTION_DRAFT);
   const [tried, setTried] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
   const [started, setStarted] = useState<BackupDetail | null>(null);
 
-  const submit = async (e: Event) => {
-    e.preventDefault();
-    setTried(true);
-    if (Object.keys(encryptionProblems(encryption)).length) return;
-    setBusy(true);
-    setError(null);
-    try {
+  const { submit, error, busy } = useSubmit(
+    async () => {
       const rules = excludes.split('\n').map((l) => l.trim()).filter(Boolean);
       const enc = encryptionBody(encryption);
       const b = await client.backups.create(
@@ -293,12 +286,12 @@ function CreateDialog(props: { progress: Record<string, Progress>; outcomes: Rec
       setEncryption(NO_ENCRYPTION_DRAFT); // the passphrase is not kept once sent
       setStarted(b);
       props.onStarted();
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
+    },
+    () => {
+      setTried(true);
+      return Object.keys(encryptionProblems(encryption)).length === 0;
+    },
+  );
 
   if (started) {
     const key = started.key;
@@ -496,31 +489,19 @@ function RestoreDialog(props: { backup: Backup; onClose: () => void }) {
   const [safety, setSafety] = useState(true);
   const [force, setForce] = useState(false);
   const [key, setKey] = useState<KeyDraft>(EMPTY_KEY);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
   const [started, setStarted] = useState(false);
   const { status, progress } = useRestoreStatus();
   const confirmed = typed.trim() === b.name || typed.trim() === b.key;
   const keys = b.encrypted ? keyBody(key) : null;
   const ready = confirmed && (!b.encrypted || keys !== null);
 
-  const submit = async (e: Event) => {
-    e.preventDefault();
-    if (!ready) return;
-    setBusy(true);
-    setError(null);
-    try {
-      const s = await client.backups.restore(b.key, { safetyBackup: safety, ...(force ? { force: true } : {}), ...(keys ?? {}) });
-      setKey(EMPTY_KEY); // the key is not kept once the restore has it
-      setRestoreStatus(s);
-      setStarted(true);
-      void refreshRestoreStatus();
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
+  const { submit, error, busy } = useSubmit(async () => {
+    const s = await client.backups.restore(b.key, { safetyBackup: safety, ...(force ? { force: true } : {}), ...(keys ?? {}) });
+    setKey(EMPTY_KEY); // the key is not kept once the restore has it
+    setRestoreStatus(s);
+    setStarted(true);
+    void refreshRestoreStatus();
+  }, () => ready);
 
   if (started && status) {
     const running = status.status === 'started';

@@ -2,7 +2,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { client, errorText, type Backup, type CreatePointBody, type Point, type PointRun, type UpdatePointBody } from '../api.js';
 import { dateTime, relative } from '../format.js';
 import { throttle, useEvents } from '../live.js';
-import { ConfirmDialog, Dialog, Empty, ErrorNote, FieldError, StatusBadge } from '../ui.js';
+import { ConfirmDialog, Dialog, Empty, ErrorNote, FieldError, StatusBadge, useSubmit } from '../ui.js';
 
 /** The URL rules of each method, checked as you type (the server checks them again). */
 export function pointUrlProblem(method: 'git' | 's3', url: string, archive: boolean): string | null {
@@ -180,29 +180,22 @@ function PointDialog(props: { point: Point | null; sources: string[]; onClose: (
   const [archive, setArchive] = useState(p?.archive ?? false);
   const [prune, setPrune] = useState(p?.prune ?? false);
   const [touched, setTouched] = useState(false);
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
   const urlProblem = pointUrlProblem(method, url, archive);
 
-  const submit = async (e: Event) => {
-    e.preventDefault();
-    setTouched(true);
-    if (urlProblem) return;
-    setBusy(true);
-    setError(null);
-    const common = { source, method, url: url.trim(), ignore: ignore.split('\n').map((l) => l.trim()).filter(Boolean), afterBackup };
-    const fields = method === 'git' ? { username, password, branch } : { accessKeyId, secretAccessKey, region, archive, prune };
-    try {
+  const { submit, error, busy } = useSubmit(
+    async () => {
+      const common = { source, method, url: url.trim(), ignore: ignore.split('\n').map((l) => l.trim()).filter(Boolean), afterBackup };
+      const fields = method === 'git' ? { username, password, branch } : { accessKeyId, secretAccessKey, region, archive, prune };
       if (p) await client.points.update(p.name, { ...common, ...fields } as UpdatePointBody);
       else await client.points.create({ name, ...common, ...Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== '')) } as CreatePointBody);
       props.onSaved();
       props.onClose();
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
+    },
+    () => {
+      setTouched(true);
+      return !urlProblem;
+    },
+  );
 
   return (
     <Dialog title={p ? `Edit ${p.name}` : 'New backup point'} onClose={props.onClose} wide>

@@ -1,7 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { client, type CronPreview, type S3TestResult, type SettingsBody } from '../api.js';
 import { fullDateTime, dateTime, relative } from '../format.js';
-import { ErrorNote, FieldError } from '../ui.js';
+import { ErrorNote, FieldError, useSubmit } from '../ui.js';
 
 const PRESETS: Array<[string, string]> = [
   ['', 'No schedule'],
@@ -34,9 +34,7 @@ export function SettingsScreen() {
   const [saved, setSaved] = useState<SettingsBody | null>(null);
   const [draft, setDraft] = useState<SettingsBody | null>(null);
   const [loadError, setLoadError] = useState<unknown>(null);
-  const [saveError, setSaveError] = useState<unknown>(null);
   const [savedAt, setSavedAt] = useState<number | null>(null);
-  const [busy, setBusy] = useState(false);
   const [preview, setPreview] = useState<{ result?: CronPreview; error?: unknown } | null>(null);
   const [s3Test, setS3Test] = useState<{ result?: S3TestResult; error?: unknown; busy?: boolean } | null>(null);
 
@@ -67,6 +65,25 @@ export function SettingsScreen() {
     return () => clearTimeout(t);
   }, [cron, timezone, !draft]);
 
+  // Before the early returns below: hooks run on every render, in the same order.
+  const { submit: save, error: saveError, busy } = useSubmit(async () => {
+    if (!draft) return; // the form exists only once the settings are loaded
+    const retention = Object.fromEntries(
+      [...RETENTION.map(([k]) => k), 'keepWithin' as const].map((k) => {
+        const v = draft.backups.retention[k];
+        return [k, v === undefined || v === '' ? null : v];
+      }),
+    );
+    const next = await client.settings.update({
+      backups: { ...draft.backups, retention },
+      verify: draft.verify,
+      drill: draft.drill,
+    });
+    setSaved(next);
+    setDraft(structuredClone(next));
+    setSavedAt(Date.now());
+  });
+
   if (loadError) return <ErrorNote error={loadError} title="Cannot read the settings" />;
   if (!draft || !saved) return <p class="muted" aria-busy="true">Loading…</p>;
 
@@ -77,32 +94,6 @@ export function SettingsScreen() {
     setSavedAt(null);
   };
   const dirty = JSON.stringify(draft) !== JSON.stringify(saved);
-
-  const save = async (e: Event) => {
-    e.preventDefault();
-    setBusy(true);
-    setSaveError(null);
-    try {
-      const retention = Object.fromEntries(
-        [...RETENTION.map(([k]) => k), 'keepWithin' as const].map((k) => {
-          const v = draft.backups.retention[k];
-          return [k, v === undefined || v === '' ? null : v];
-        }),
-      );
-      const next = await client.settings.update({
-        backups: { ...draft.backups, retention },
-        verify: draft.verify,
-        drill: draft.drill,
-      });
-      setSaved(next);
-      setDraft(structuredClone(next));
-      setSavedAt(Date.now());
-    } catch (err) {
-      setSaveError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
 
   const testS3 = async () => {
     setS3Test({ busy: true });

@@ -2,7 +2,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { SCOPES, type Scope } from '../../../src/server/scopes.js';
 import { client, type ApiToken, type CreatedApiToken } from '../api.js';
 import { dateTime, relative } from '../format.js';
-import { ConfirmDialog, Dialog, Empty, ErrorNote, FieldError, SecretOnce } from '../ui.js';
+import { ConfirmDialog, Dialog, Empty, ErrorNote, FieldError, SecretOnce, useSubmit } from '../ui.js';
 
 const SCOPE_HELP: Record<Scope, string> = {
   'backups:read': 'list, info, manifest, restore status, jobs, events',
@@ -102,19 +102,12 @@ function CreateToken(props: { onClose: () => void; onCreated: () => void }) {
   const [name, setName] = useState('');
   const [scopes, setScopes] = useState<Scope[]>(['backups:read']);
   const [days, setDays] = useState('');
-  const [error, setError] = useState<unknown>(null);
   const [made, setMade] = useState<CreatedApiToken | null>(null);
-  const submit = async (e: Event) => {
-    e.preventDefault();
-    setError(null);
-    try {
-      const t = await client.tokens.create({ name, scopes, ...(days ? { expiresInDays: Number(days) } : {}) });
-      setMade(t);
-      props.onCreated();
-    } catch (err) {
-      setError(err);
-    }
-  };
+  const { submit, error } = useSubmit(async () => {
+    const t = await client.tokens.create({ name, scopes, ...(days ? { expiresInDays: Number(days) } : {}) });
+    setMade(t);
+    props.onCreated();
+  });
   if (made)
     return (
       <SecretOnce title="New API token" warning="Store it now: it cannot be shown again." label="The new token" value={made.token} onClose={props.onClose}>

@@ -1,7 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { client, errorText, type Webhook, type WebhookDelivery } from '../api.js';
 import { dateTime, relative } from '../format.js';
-import { ConfirmDialog, Dialog, Empty, ErrorNote, FieldError, SecretOnce, StatusBadge } from '../ui.js';
+import { ConfirmDialog, Dialog, Empty, ErrorNote, FieldError, SecretOnce, StatusBadge, useSubmit } from '../ui.js';
 
 const EVENTS = [
   'backup.failed',
@@ -140,18 +140,11 @@ function CreateWebhook(props: { onClose: () => void; onCreated: () => void }) {
   const [events, setEvents] = useState<string[]>(['backup.failed', 'restore.failed']);
   const [all, setAll] = useState(false);
   const [description, setDescription] = useState('');
-  const [error, setError] = useState<unknown>(null);
   const [made, setMade] = useState<Webhook | null>(null);
-  const submit = async (e: Event) => {
-    e.preventDefault();
-    setError(null);
-    try {
-      setMade(await client.webhooks.create({ url, events: all ? ['*'] : events, ...(description ? { description } : {}) }));
-      props.onCreated();
-    } catch (err) {
-      setError(err);
-    }
-  };
+  const { submit, error } = useSubmit(async () => {
+    setMade(await client.webhooks.create({ url, events: all ? ['*'] : events, ...(description ? { description } : {}) }));
+    props.onCreated();
+  });
   if (made)
     return (
       <SecretOnce title="New webhook" warning="Store the signing secret now: it is not shown again." label="Signing secret" value={made.secret} onClose={props.onClose}>
